@@ -1,0 +1,14 @@
+"""ltjax: lottery-ticket research in JAX/Flax.
+
+Pure functions over parameter and mask pytrees (``masks``, ``scores``, ``pruning``), a
+scan-fused masked trainer (``train``), and the IMP / LTR round loop (``lottery``) that
+trains many tickets in one compiled, vmapped program and saves every round (``store``).
+"""
+
+from ltjax import masks, pruning, scores, stopping
+from ltjax.config import Config, ConfigError
+from ltjax.store import Run, load_run
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "ConfigError", "Run", "load_run", "masks", "pruning", "scores", "stopping"]

@@ -1,0 +1,117 @@
+"""``ltjax bench``: LeNet-300-100 training throughput as a fraction of the machine's own peak.
+
+The peak is the best dense float32 matmul rate measured in the same process (square
+matrices of 1024 and 2048, jitted). A training step's FLOPs are counted as the matmuls
+it needs: forward ``2·B·P``, weight gradients ``2·B·P``, input gradients ``2·B·(P − P₁)``
+(none for the first layer), with P the number of kernel weights and P₁ those of the first
+layer. Masking costs no FLOPs in this count (the masked matmuls are dense), so the
+fraction of peak is the fraction of the machine's matmul rate spent on useful training.
+
+Training is measured with the real trainer (masks, on-device batch gathering, optax
+update), on MNIST-shaped synthetic uint8 data (throughput does not depend on pixel
+values), with evaluation off; the evaluation overhead is then measured separately with
+the presets' evaluation (5k validation + 10k test every 100 iterations).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltjax import data as D
+from ltjax import masks as M
+from ltjax import models
+from ltjax.train import TrainSpec, device_data, make_trainer
+
+
+def matmul_peak(sizes=(1024, 2048), repeats: int = 5) -> float:
+    """Best measured float32 matmul rate in FLOP/s."""
+    best = 0.0
+    for n in sizes:
+        a = jnp.ones((n, n), jnp.float32)
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, a).block_until_ready()
+        reps = max(1, int(2e10 // (2 * n**3)))
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(reps):
+                c = f(a, a)
+            c.block_until_ready()
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
+    return best
+
+
+def step_flops(model: models.Model, params, batch: int) -> float:
+    """Matmul FLOPs of one training step of one ticket (see module docstring)."""
+    kernels = [leaf.size for _, leaf in M.leaves_with_names(M.make_mask(params, model.is_prunable))]
+    p, p1 = sum(kernels), kernels[0]
+    return 2.0 * batch * (2 * p + (p - p1))
+
+
+def _synthetic(n_train=55_000, n_val=5000, n_test=10_000, seed=0) -> D.Dataset:
+    rng = np.random.default_rng(seed)
+    img = lambda n: rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)  # noqa: E731
+    lab = lambda n: rng.integers(0, 10, n).astype(np.int32)  # noqa: E731
+    return D.Dataset("synthetic", img(n_train), lab(n_train), img(n_val), lab(n_val),
+                     img(n_test), lab(n_test), (0.1307,), (0.3081,), 10)
+
+
+def train_rate(batch: int, tickets: int, steps: int, eval_every: int, ds: D.Dataset, repeats: int = 3) -> float:
+    """Steps per second (per program: every step advances all ``tickets``)."""
+    model = models.mlp((300, 100), init="glorot_normal")
+    spec = TrainSpec(optimizer="sgd", lr=0.05, batch_size=batch, eval_every=eval_every)
+    train = make_trainer(model, spec, ds.mean, ds.std)
+    keys = jax.random.split(jax.random.PRNGKey(0), tickets)
+    params = jax.vmap(model.init)(keys)
+    mask = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(params)
+    data = device_data(ds)
+    jax.block_until_ready(train(params, mask, keys, data, 0, steps))  # compile
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(train(params, mask, keys, data, 0, steps))
+        best = min(best, time.perf_counter() - t)
+    return steps / best
+
+
+def main(steps: int = 2000, full_round: bool = False, manual_dir: str | None = None) -> dict:
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}: {jax.devices()[0].device_kind}")
+    peak = matmul_peak()
+    print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    model = models.mlp((300, 100))
+    params = model.init(jax.random.PRNGKey(0))
+    ds_train_only = _synthetic(n_val=0, n_test=0)
+    results = {"peak_gflops": peak / 1e9, "train": []}
+    print(f"\n{'batch':>5} {'tickets':>7} {'steps/s':>9} {'ticket-steps/s':>14} {'GFLOP/s':>8} {'of peak':>8}")
+    for batch in (60, 128):
+        for tickets in (1, 8):
+            n = steps if tickets == 1 else max(steps // 4, 100)
+            rate = train_rate(batch, tickets, n, n, ds_train_only)
+            gflops = rate * tickets * step_flops(model, params, batch) / 1e9
+            results["train"].append(dict(batch=batch, tickets=tickets, steps_per_s=rate, gflops=gflops,
+                                         fraction_of_peak=gflops * 1e9 / peak))
+            print(f"{batch:5d} {tickets:7d} {rate:9.1f} {rate * tickets:14.1f} {gflops:8.1f} {gflops * 1e9 / peak:8.1%}")
+
+    ds_eval = _synthetic()
+    with_eval = train_rate(60, 1, steps, 100, ds_eval)
+    without = train_rate(60, 1, steps, steps, _synthetic(n_val=0, n_test=0))
+    overhead = without / with_eval - 1
+    results["eval_overhead"] = overhead
+    print(f"\nevaluation (5k val + 10k test every 100 iterations, batch 60, 1 ticket): "
+          f"{with_eval:.1f} vs {without:.1f} steps/s without, overhead {overhead:.1%} of training time")
+
+    if full_round:
+        from ltjax import lottery, presets
+        import tempfile
+
+        cfg = presets.get("lenet_mnist_iclr2019").replace(rounds=1, seeds=1)
+        with tempfile.TemporaryDirectory() as out:
+            t = time.perf_counter()
+            lottery.run(cfg, out, manual_dir=manual_dir, progress=False, log=lambda s: None)
+            results["full_round_s"] = time.perf_counter() - t
+        print(f"one full round of lenet_mnist_iclr2019 (50k iterations, batch 60, 1 ticket, eval every 100, "
+              f"incl. data load and compile): {results['full_round_s']:.1f} s")
+    return results

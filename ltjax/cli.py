@@ -1,0 +1,104 @@
+"""The ``ltjax`` command: ``run``, ``presets``, ``show``, ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+
+from ltjax.config import Config, ConfigError
+
+_USER_ERRORS = (ConfigError, ValueError, FileNotFoundError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ltjax", description="Lottery-ticket studies in JAX.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run or resume a lottery-ticket study from a preset")
+    r.add_argument("preset", help="preset name (see `ltjax presets`)")
+    r.add_argument("--seeds", type=int, help="number of tickets (seeds) trained together")
+    r.add_argument("--rounds", type=int, help="rounds to run (round 0 is the dense network)")
+    r.add_argument("--iterations", type=int, help="training iterations per round")
+    r.add_argument("--out", default="runs", help="parent of run directories (default ./runs)")
+    r.add_argument("--manual-dir", default=None,
+                   help="folder with the original dataset files, for offline machines (or $LTJAX_MANUAL_DIR)")
+    r.add_argument("--data-dir", default=None, help="TFDS data_dir (default: TFDS's own)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field; repeatable (see `ltjax presets --fields`)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pr = sub.add_parser("presets", help="list presets")
+    pr.add_argument("--fields", action="store_true", help="also list every config field with its help")
+
+    s = sub.add_parser("show", help="per-round table of a run directory")
+    s.add_argument("run_dir")
+
+    b = sub.add_parser("bench", help="training throughput vs the machine's measured matmul peak")
+    b.add_argument("--steps", type=int, default=2000, help="timed iterations per measurement")
+    b.add_argument("--full-round", action="store_true",
+                   help="also time one full round of lenet_mnist_iclr2019 (needs MNIST)")
+    b.add_argument("--manual-dir", default=None)
+    return p
+
+
+def _cmd_run(a) -> None:
+    from ltjax import lottery, presets, report
+
+    config = presets.get(a.preset)
+    flags = {"seeds": a.seeds, "rounds": a.rounds, "iterations": a.iterations}
+    flag_sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    config = config.with_overrides(flag_sets + a.overrides)
+    run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir,
+                      progress=not a.no_progress and sys.stderr.isatty() or os.environ.get("LTJAX_PROGRESS") == "1")
+    print(report.round_table(run))
+
+
+def _cmd_presets(a) -> None:
+    from ltjax import presets
+
+    for name in sorted(presets.PRESETS):
+        print(f"{name}\n    {presets.describe(name)}")
+    if a.fields:
+        print("\nfields (--set key=value):")
+        for f in fields(Config):
+            print(f"  {f.name:18s} default {getattr(Config(), f.name)!r}: {f.metadata['help']}")
+
+
+def _cmd_show(a) -> None:
+    from ltjax import report
+    from ltjax.store import load_run
+
+    print(report.round_table(load_run(a.run_dir)))
+
+
+def _cmd_bench(a) -> None:
+    from ltjax import bench
+
+    bench.main(steps=a.steps, full_round=a.full_round, manual_dir=a.manual_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        {"run": _cmd_run, "presets": _cmd_presets, "show": _cmd_show, "bench": _cmd_bench}[args.command](args)
+    except _USER_ERRORS as e:
+        print(f"ltjax: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # data that can't be found or prepared
+        from ltjax.data import DataUnavailableError
+
+        if isinstance(e, DataUnavailableError):
+            print(f"ltjax: error: {e}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("ltjax: interrupted; rerun the same command to resume after the last complete round",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Datasets as arrays: TFDS image datasets (decoded once, cached), the 4-point XOR set,
+a seeded validation split, and on-device normalization.
+
+Images stay ``uint8`` (N, H, W, C) on the device; :func:`normalize` turns a gathered batch
+into float32 ``(x/255 - mean) / std`` inside the compiled program.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from ltjax.data.tfds_source import (
+    DATASETS,
+    DataUnavailableError,
+    cache_dir,
+    load_arrays,
+    resolve_manual_dir,
+)
+
+
+class Dataset(NamedTuple):
+    """Train / validation / test arrays plus normalization constants.
+
+    ``x_*`` are uint8 images (or float32 features for XOR), ``y_*`` int32 labels.
+    When ``validation_size`` was 0, the validation arrays are empty.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, size: int, seed: int):
+    """Carve ``size`` examples, drawn uniformly without replacement with ``seed``, out of train.
+
+    Returns ``(x_train, y_train, x_val, y_val)``; both parts keep the original order.
+    """
+    n = len(x)
+    if not 0 <= size < n:
+        raise ValueError(f"validation_size must be in [0, {n - 1}] for {n} training examples, got {size}")
+    val = np.zeros(n, bool)
+    val[np.random.default_rng(seed).choice(n, size, replace=False)] = True
+    return x[~val], y[~val], x[val], y[val]
+
+
+def load(
+    name: str,
+    *,
+    validation_size: int = 5000,
+    split_seed: int = 0,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+) -> Dataset:
+    """Load a dataset by name (``mnist``, ``fashion_mnist``, ``xor``) with a validation split."""
+    if name == "xor":
+        x, y = xor()
+        empty = (x[:0], y[:0])
+        return Dataset("xor", x, y, *empty, x, y, (0.0,), (1.0,), 2)
+    arrays = load_arrays(name, data_dir=data_dir, manual_dir=manual_dir)
+    x_tr, y_tr, x_val, y_val = split_validation(arrays["x_train"], arrays["y_train"], validation_size, split_seed)
+    info = DATASETS[name]
+    return Dataset(name, x_tr, y_tr, x_val, y_val, arrays["x_test"], arrays["y_test"],
+                   info.mean, info.std, info.num_classes)
+
+
+def xor() -> tuple[np.ndarray, np.ndarray]:
+    """The four XOR points: inputs {0,1}² as float32 (4, 2), labels ``x1 xor x2`` as int32 (4,)."""
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    return x, (x[:, 0] != x[:, 1]).astype(np.int32)
+
+
+def normalize(x: jnp.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> jnp.ndarray:
+    """uint8 images → float32 ``(x/255 - mean) / std`` (per channel); float inputs pass through."""
+    if x.dtype != jnp.uint8:
+        return x.astype(jnp.float32)
+    scale = 1.0 / (255.0 * np.asarray(std, np.float32))
+    shift = np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+    return x.astype(jnp.float32) * scale - shift
+
+
+__all__ = [
+    "DATASETS", "Dataset", "DataUnavailableError", "cache_dir", "load", "load_arrays",
+    "normalize", "resolve_manual_dir", "split_validation", "xor",
+]

@@ -1,0 +1,132 @@
+"""``prune(scores, mask, ...)``: remove the lowest-scoring surviving weights, exactly.
+
+Counting rule. A pruning step with rate ``q`` (fraction of the *surviving* weights to
+remove) on a pool with ``n`` survivors removes exactly ``k = round(q · n)`` weights, halves
+rounded up. ``q`` is taken as the nearest fraction ``a/b`` with ``b ≤ 10_000`` (exact for the
+rates the papers use: 0.2, 0.1, 0.35, ...) so ``k`` is computed in exact integer arithmetic,
+also under ``jit``/``vmap`` where ``n`` is a traced value.
+
+Ordering rule. Survivors are ranked by (score, flat position) ascending and the first ``k``
+are removed: ties break deterministically toward the earlier position (in tree order, then
+row-major within a tensor). Already pruned weights never come back and their scores are
+ignored. NaN scores sort last (treated as most important), so a NaN can't prune a weight.
+
+Scopes:
+  * ``layerwise``: every prunable layer is its own pool with its own rate (the 2018 paper
+    prunes hidden layers at 20% and the output layer at 10% per round).
+  * ``global``: one pool of all prunable layers except ``exclude`` (OpenLTH's LeNet setting
+    excludes the output layer); excluded layers keep their mask unchanged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from fractions import Fraction
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ltjax import masks as M
+
+PyTree = Any
+SCOPES = ("layerwise", "global")
+_MAX_DENOMINATOR = 10_000
+
+
+def _as_fraction(rate: float) -> tuple[int, int]:
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"pruning rate must be a fraction in [0, 1] of surviving weights, got {rate!r}")
+    f = Fraction(rate).limit_denominator(_MAX_DENOMINATOR)
+    return f.numerator, f.denominator
+
+
+def prune_count(alive: jax.Array, rate: float) -> jax.Array:
+    """``round(rate · alive)``, halves up, in exact int32 arithmetic (see module docstring)."""
+    num, den = _as_fraction(rate)
+    alive = jnp.asarray(alive, jnp.int32)
+    q, r = alive // den, alive % den
+    return q * num + (r * num + den // 2) // den
+
+
+def _prune_pool(scores: list[jax.Array], masks: list[jax.Array], rate: float) -> list[jax.Array]:
+    """Prune one pool of tensors jointly; returns the new masks in the same shapes."""
+    flat_s = jnp.concatenate([s.reshape(-1).astype(jnp.float32) for s in scores])
+    flat_m = jnp.concatenate([m.reshape(-1) for m in masks])
+    n = flat_m.shape[0]
+    alive = jnp.sum(flat_m, dtype=jnp.int32)
+    k = prune_count(alive, rate)
+    pos = lax.iota(jnp.int32, n)
+    # Sort keys, most significant first: pruned before surviving, then score, then position.
+    # The position key makes the order total, hence ties deterministic.
+    _, _, order = lax.sort((flat_m.astype(jnp.int32), flat_s, pos), num_keys=3)
+    rank = jnp.zeros(n, jnp.int32).at[order].set(pos)
+    new = flat_m & (rank >= (n - alive) + k)
+    out, start = [], 0
+    for m in masks:
+        out.append(new[start : start + m.size].reshape(m.shape))
+        start += m.size
+    return out
+
+
+def _rate_for(name: str, rate: float | Mapping[str, float]) -> float:
+    if not isinstance(rate, Mapping):
+        return float(rate)
+    for pattern, r in rate.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return float(r)
+    raise ValueError(
+        f"no pruning rate given for layer {name!r}; rates were given for patterns {list(rate)}"
+        " (add '*' as a catch-all pattern)"
+    )
+
+
+def layer_rates(names: list[str], base: float, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Per-layer rates: ``base`` everywhere, except layers matching an override pattern (first match wins)."""
+    overrides = dict(overrides or {})
+    return {n: _rate_for(n, {**overrides, "*": base}) for n in names}
+
+
+def prune(
+    scores: PyTree,
+    mask: PyTree,
+    rate: float | Mapping[str, float],
+    *,
+    scope: str = "layerwise",
+    exclude: tuple[str, ...] = (),
+) -> PyTree:
+    """Remove the lowest-scoring surviving weights; returns the new mask (masks only shrink).
+
+    Args:
+      scores: float pytree shaped like ``mask`` (``None`` on unprunable leaves).
+      mask: current mask of one ticket (vmap for a stack of tickets).
+      rate: fraction of surviving weights to remove. ``layerwise``: a float for every
+        layer, or ``{layer_name_or_glob: rate}`` (first matching pattern wins). ``global``:
+        one float for the pooled layers.
+      scope: ``"layerwise"`` or ``"global"``.
+      exclude: layer names or globs left untouched by pruning (either scope).
+    Returns:
+      The new mask, same structure; ``None`` leaves stay ``None``.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
+    flat_m, treedef = jax.tree_util.tree_flatten_with_path(mask, is_leaf=lambda x: x is None)
+    flat_s = treedef.flatten_up_to(scores)
+    names = [M.layer_name(p) for p, _ in flat_m]
+    leaves = [m for _, m in flat_m]
+    included = [
+        i for i, (n, m) in enumerate(zip(names, leaves))
+        if m is not None and not any(fnmatch.fnmatchcase(n, e) for e in exclude)
+    ]
+    new = list(leaves)
+    if scope == "layerwise":
+        for i in included:
+            (new[i],) = _prune_pool([flat_s[i]], [leaves[i]], _rate_for(names[i], rate))
+    elif included:
+        if isinstance(rate, Mapping):
+            raise ValueError("global pruning takes one rate (a float), not per-layer rates")
+        pooled = _prune_pool([flat_s[i] for i in included], [leaves[i] for i in included], float(rate))
+        for i, m in zip(included, pooled):
+            new[i] = m
+    return jax.tree_util.tree_unflatten(treedef, new)

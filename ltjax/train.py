@@ -1,0 +1,218 @@
+"""Masked training, fused into one compiled program per call.
+
+``make_trainer(model, spec)`` returns ``train(params, mask, key, data, start_step,
+num_steps)`` for a *stack* of T tickets (leading axis on params, mask and key; data is
+shared). Inside it, for each ticket (``jax.vmap``):
+
+* the batch for global iteration t is gathered on the device from the ticket's own data
+  order: epoch ``e = t // steps_per_epoch`` is a pseudorandom permutation of the training
+  set keyed by ``fold_in(key, e)`` (:mod:`ltjax.data.order`), the last partial batch of an
+  epoch is dropped;
+* the forward pass sees ``params ⊙ mask``; gradients and optimizer updates are multiplied
+  by the mask, so pruned weights stay exactly 0 (bitwise) through training;
+* every ``eval_every`` iterations, validation and test loss and accuracy are computed in
+  the same program and recorded with the mean training loss of those iterations.
+
+Iterations are counted globally: a ticket rewound to iteration k trains ``start_step=k``
+to ``k + num_steps`` and sees the batches and learning rate of those iterations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from ltjax import data as D
+from ltjax.data.order import batch_indices
+from ltjax.masks import apply_mask
+
+PyTree = Any
+OPTIMIZERS = ("sgd", "momentum", "adam")
+EVAL_BATCH = 1000
+
+
+class TrainSpec(NamedTuple):
+    """Everything about how one ticket trains (hashable: it keys compiled-program caches)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_drops: tuple[int, ...] = ()  # iterations at which lr is multiplied by lr_drop_factor
+    lr_drop_factor: float = 0.1
+    warmup_iterations: int = 0
+    batch_size: int = 60
+    eval_every: int = 100
+
+
+class DeviceData(NamedTuple):
+    """Arrays on the device; eval sets padded to a multiple of the eval batch, with weights."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+    w_val: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+    w_test: jax.Array
+
+
+class Curves(NamedTuple):
+    """Recorded every ``eval_every`` iterations; ``step`` is the global iteration just completed."""
+
+    step: jax.Array
+    train_loss: jax.Array
+    val_loss: jax.Array
+    val_acc: jax.Array
+    test_loss: jax.Array
+    test_acc: jax.Array
+
+
+def _pad(x: np.ndarray, y: np.ndarray):
+    n = len(x)
+    m = max(-(-n // EVAL_BATCH) * EVAL_BATCH, EVAL_BATCH) if n else 0
+    pad = m - n
+    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    y = np.concatenate([y, np.zeros(pad, y.dtype)])
+    return x, y, w
+
+
+def device_data(ds: D.Dataset, sharding=None) -> DeviceData:
+    """Put a :class:`~ltjax.data.Dataset` on the device (replicated when ``sharding`` is given)."""
+    arrays = DeviceData(ds.x_train, ds.y_train, *_pad(ds.x_val, ds.y_val), *_pad(ds.x_test, ds.y_test))
+    return jax.device_put(arrays, sharding)
+
+
+def lr_schedule(spec: TrainSpec) -> optax.Schedule:
+    """Learning rate at a global iteration: linear warmup, then step drops."""
+    drops = {int(t): spec.lr_drop_factor for t in spec.lr_drops}
+    sched = optax.piecewise_constant_schedule(spec.lr, drops) if drops else optax.constant_schedule(spec.lr)
+    if spec.warmup_iterations:
+        warm = optax.linear_schedule(0.0, spec.lr, spec.warmup_iterations)
+        return lambda t: jnp.where(t < spec.warmup_iterations, warm(t), sched(t))
+    return sched
+
+
+def make_optimizer(spec: TrainSpec, start_step=0) -> optax.GradientTransformation:
+    """SGD, SGD with momentum (heavy ball, PyTorch convention) or Adam.
+
+    Weight decay is L2 added to the gradient before the optimizer (PyTorch's
+    ``weight_decay``), so it is masked like the gradient. ``start_step`` offsets the
+    schedule, so a rewound ticket resumes the learning-rate schedule at iteration k.
+    """
+    if spec.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {spec.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    sched = lr_schedule(spec)
+    lr = lambda count: sched(count + start_step)  # noqa: E731
+    if spec.optimizer == "sgd":
+        core = optax.sgd(lr)
+    elif spec.optimizer == "momentum":
+        core = optax.sgd(lr, momentum=spec.momentum)
+    else:
+        core = optax.adam(lr)
+    if spec.weight_decay:
+        return optax.chain(optax.add_decayed_weights(spec.weight_decay), core)
+    return core
+
+
+def loss_and_correct(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-example loss and correctness: softmax cross-entropy, or sigmoid BCE for 1 output."""
+    if logits.shape[-1] == 1:
+        z = logits[..., 0]
+        loss = optax.sigmoid_binary_cross_entropy(z, y.astype(z.dtype))
+        return loss, (z > 0) == (y == 1)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return loss, jnp.argmax(logits, -1) == y
+
+
+def make_trainer(
+    model, spec: TrainSpec, mean: tuple[float, ...], std: tuple[float, ...],
+    progress: Callable[[int], None] | None = None,
+):
+    """Build ``train(params, mask, key, data, start_step, num_steps) -> (params, Curves)``.
+
+    Arguments carry a leading ticket axis T (params, mask, key); ``data`` is a shared
+    :class:`DeviceData`; ``num_steps`` must be a multiple of ``spec.eval_every`` and is
+    static (one compilation per distinct value). ``progress(iterations_done)`` is called
+    from inside the program after each evaluation, for progress bars.
+    """
+    B, E = spec.batch_size, spec.eval_every
+
+    # Params enter masked (train_one applies the mask once) and every update is masked, so
+    # the weights the forward pass sees are always exactly params ⊙ mask: no per-step multiply.
+    def forward(params, x):
+        return model.apply(params, D.normalize(x, mean, std))
+
+    def batch_loss(params, x, y):
+        loss, _ = loss_and_correct(forward(params, x), y)
+        return jnp.mean(loss)
+
+    def evaluate(params, x, y, w):
+        if x.shape[0] == 0:
+            return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
+        xs = x.reshape(-1, EVAL_BATCH, *x.shape[1:])
+        ys, ws = y.reshape(-1, EVAL_BATCH), w.reshape(-1, EVAL_BATCH)
+
+        def one(args):
+            xb, yb, wb = args
+            loss, correct = loss_and_correct(forward(params, xb), yb)
+            return jnp.sum(loss * wb), jnp.sum(correct * wb)
+
+        loss, correct = lax.map(one, (xs, ys, ws))
+        n = jnp.sum(w)
+        return jnp.sum(loss) / n, jnp.sum(correct) / n
+
+    def train_one(params, mask, key, data: DeviceData, start_step, num_steps):
+        n = data.x_train.shape[0]
+        opt = make_optimizer(spec, start_step)
+
+        def step(carry, t):
+            params, opt_state = carry
+            idx = batch_indices(key, n, B, t)
+            loss, grads = jax.value_and_grad(batch_loss)(params, data.x_train[idx], data.y_train[idx])
+            updates, opt_state = opt.update(apply_mask(grads, mask), opt_state, params)
+            params = apply_mask(optax.apply_updates(params, updates), mask)
+            return (params, opt_state), loss
+
+        def chunk(carry, c):
+            ts = start_step + c * E + jnp.arange(E, dtype=jnp.int32)
+            carry, losses = lax.scan(step, carry, ts)
+            val = evaluate(carry[0], data.x_val, data.y_val, data.w_val)
+            test = evaluate(carry[0], data.x_test, data.y_test, data.w_test)
+            done = (c + 1) * E
+            if progress is not None:
+                jax.debug.callback(progress, done)
+            return carry, Curves(start_step + done, jnp.mean(losses), *val, *test)
+
+        params = apply_mask(params, mask)
+        carry = (params, opt.init(params))
+        carry, curves = lax.scan(chunk, carry, jnp.arange(num_steps // E, dtype=jnp.int32))
+        return carry[0], curves
+
+    batched = jax.vmap(train_one, in_axes=(0, 0, 0, None, None, None))
+
+    def single(params, mask, key, data, start_step, num_steps):
+        # One ticket: run the unbatched program (XLA:CPU's batched matmuls are slower).
+        sq = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
+        out = train_one(sq(params), sq(mask), key[0], data, start_step, num_steps)
+        return jax.tree.map(lambda a: a[None], out)
+
+    jitted_batched = jax.jit(batched, static_argnums=(5,))
+    jitted_single = jax.jit(single, static_argnums=(5,))
+
+    def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int):
+        if num_steps % E:
+            raise ValueError(f"num_steps={num_steps} must be a multiple of eval_every={E}")
+        if data.x_train.shape[0] < B:
+            raise ValueError(f"batch_size={B} exceeds the {data.x_train.shape[0]} training examples")
+        fn = jitted_single if key.shape[0] == 1 else jitted_batched
+        return fn(params, mask, key, data, jnp.int32(start_step), int(num_steps))
+
+    return train
