@@ -91,6 +91,24 @@ def next_mask(config: Config, params: PyTree, mask: PyTree, r: int) -> PyTree:
     return _pruner(config.score, config.scope, tuple(config.exclude), key)(params, mask)
 
 
+def round_start(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_params: PyTree, mask: PyTree):
+    """Weights and global iteration round r starts from: ``(start ⊙ mask, start_step)``.
+
+    Round 0 starts from θ0. Later rounds: ``reset`` → θ0, ``rewind`` → θk at iteration k,
+    ``continue`` → the previous round's trained weights.
+    """
+    if r == 0 or config.strategy == "reset":
+        start, step = theta0, 0
+    elif config.strategy == "rewind":
+        start, step = theta_k, config.rewind_iteration
+    else:
+        start, step = prev_params, 0
+    return _apply_mask(start, mask), step
+
+
+_apply_mask = jax.jit(jax.vmap(M.apply_mask))
+
+
 def round_metrics(r: int, mask: PyTree, curves: Curves, early_on: str, seconds: float) -> dict:
     curves = {k: np.asarray(v) for k, v in curves._asdict().items()}
     curves["step"] = curves["step"][0]  # identical for every ticket
@@ -206,15 +224,8 @@ def run(
             params, c2 = trainer(theta_k, mask, data_keys, data, k, iters - k)
             curves = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c1, c2)
         else:
-            if r == 0:
-                start, begin = theta0, 0
-            elif config.strategy == "reset":
-                start, begin = theta0, 0
-            elif config.strategy == "rewind":
-                start, begin = theta_k, k
-            else:
-                start, begin = prev_params, 0
-            start = jax.jit(jax.vmap(M.apply_mask))(start, mask)
+            start, begin = round_start(config, r, theta0, theta_k, prev_params, mask)
+            start, mask = shard_tickets((start, mask), mesh)
             params, curves = trainer(start, mask, data_keys, data, begin, iters - begin)
         jax.block_until_ready(params)
         bar.close()

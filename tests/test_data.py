@@ -1,0 +1,335 @@
+"""Tests for ltjax.data: XOR, the validation split, MNIST loading and caching, normalization,
+the keyed index shuffle, and the errors raised when data cannot be found."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ltjax import data as D
+from ltjax.data import order
+from ltjax.data import tfds_source
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="no offline dataset folder")
+MNIST_CACHED = (D.cache_dir() / "mnist.npz").exists() or (Path.home() / "tensorflow_datasets" / "mnist").is_dir()
+needs_mnist = pytest.mark.skipif(not MNIST_CACHED, reason="MNIST is neither cached nor prepared")
+
+
+# -- XOR --------------------------------------------------------------------------------------
+
+def test_xor_points_and_labels_exact():
+    x, y = D.xor()
+    assert x.dtype == np.float32 and x.shape == (4, 2)
+    assert y.dtype == np.int32 and y.shape == (4,)
+    np.testing.assert_array_equal(x, [[0, 0], [0, 1], [1, 0], [1, 1]])
+    np.testing.assert_array_equal(y, [0, 1, 1, 0])
+
+
+def test_load_xor_has_no_validation_and_tests_on_train():
+    ds = D.load("xor")
+    assert ds.num_classes == 2
+    assert ds.x_val.shape == (0, 2) and ds.y_val.shape == (0,)
+    np.testing.assert_array_equal(ds.x_test, ds.x_train)
+    np.testing.assert_array_equal(ds.y_test, [0, 1, 1, 0])
+
+
+# -- validation split -------------------------------------------------------------------------
+
+def _ids(n=100):
+    x = np.arange(n, dtype=np.int64) * 3 + 7  # unique ids
+    return x, (x % 11).astype(np.int32)
+
+
+@pytest.mark.parametrize("size", [0, 1, 10, 99])
+def test_split_sizes_disjoint_and_complete(size):
+    x, y = _ids()
+    x_tr, y_tr, x_val, y_val = D.split_validation(x, y, size, seed=0)
+    assert len(x_val) == len(y_val) == size
+    assert len(x_tr) == len(y_tr) == 100 - size
+    assert not set(x_tr) & set(x_val)
+    assert sorted([*x_tr, *x_val]) == sorted(x)
+    # labels travel with their examples, and both parts keep the original order
+    np.testing.assert_array_equal(y_tr, x_tr % 11)
+    np.testing.assert_array_equal(y_val, x_val % 11)
+    assert np.all(np.diff(x_tr) > 0) and np.all(np.diff(x_val) > 0)
+
+
+def test_split_is_seeded():
+    x, y = _ids()
+    a = D.split_validation(x, y, 20, seed=3)
+    b = D.split_validation(x, y, 20, seed=3)
+    c = D.split_validation(x, y, 20, seed=4)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert set(a[2]) != set(c[2])
+
+
+@pytest.mark.parametrize("size", [-1, 100, 1000])
+def test_split_size_out_of_range(size):
+    x, y = _ids()
+    with pytest.raises(ValueError) as e:
+        D.split_validation(x, y, size, seed=0)
+    msg = str(e.value)
+    assert "validation_size" in msg and "[0, 99]" in msg and str(size) in msg
+
+
+def _pixel_stats(*xs):
+    """Mean and std of x/255 over all pixels of uint8 arrays, via a histogram (no float copy)."""
+    counts = sum(np.bincount(x.ravel(), minlength=256) for x in xs).astype(np.float64)
+    v = np.arange(256) / 255
+    mean = (counts * v).sum() / counts.sum()
+    return mean, np.sqrt((counts * v**2).sum() / counts.sum() - mean**2)
+
+
+# -- MNIST --------------------------------------------------------------------------------------
+
+@needs_mnist
+def test_load_mnist_shapes_dtypes_and_constants():
+    ds = D.load("mnist", validation_size=5000, split_seed=0)
+    assert ds.name == "mnist" and ds.num_classes == 10
+    assert ds.x_train.shape == (55000, 28, 28, 1) and ds.x_train.dtype == np.uint8
+    assert ds.x_val.shape == (5000, 28, 28, 1) and ds.x_val.dtype == np.uint8
+    assert ds.x_test.shape == (10000, 28, 28, 1) and ds.x_test.dtype == np.uint8
+    for y, n in ((ds.y_train, 55000), (ds.y_val, 5000), (ds.y_test, 10000)):
+        assert y.shape == (n,) and y.dtype == np.int32
+        assert y.min() == 0 and y.max() == 9
+    assert ds.mean == (0.1307,) and ds.std == (0.3081,)
+    # the constants are MNIST's actual pixel statistics
+    m, s = _pixel_stats(ds.x_train, ds.x_val)
+    assert abs(m - 0.1307) < 1e-3 and abs(s - 0.3081) < 1e-3
+    # the split is the seeded one of split_validation
+    raw = D.load_arrays("mnist")
+    _, _, _, y_val = D.split_validation(raw["x_train"], raw["y_train"], 5000, 0)
+    np.testing.assert_array_equal(ds.y_val, y_val)
+
+
+@needs_mnist
+def test_second_mnist_load_comes_from_cache_fast():
+    D.load_arrays("mnist")  # make sure the cache exists
+    assert (D.cache_dir() / "mnist.npz").exists()
+    t = time.perf_counter()
+    a = D.load_arrays("mnist")
+    assert time.perf_counter() - t < 1.0
+    assert set(a) == {"x_train", "y_train", "x_test", "y_test"}
+    assert a["x_train"].shape == (60000, 28, 28, 1)
+
+
+@needs_mnist
+def test_cached_load_does_not_import_tensorflow():
+    D.load_arrays("mnist")
+    code = ("import sys; from ltjax.data import load_arrays; load_arrays('mnist'); "
+            "print(sorted(m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LTJAX_CACHE_DIR": str(D.cache_dir())})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- normalize --------------------------------------------------------------------------------
+
+def test_normalize_uint8_endpoints():
+    mean, std = (0.1307,), (0.3081,)
+    x = jnp.array([[[[0]], [[255]]]], jnp.uint8)  # (1, 2, 1, 1)
+    out = D.normalize(x, mean, std)
+    assert out.dtype == jnp.float32 and out.shape == x.shape
+    np.testing.assert_allclose(np.asarray(out).ravel(), [(0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081],
+                               rtol=1e-5)
+
+
+def test_normalize_per_channel():
+    x = jnp.array([[[[0, 255, 51]]]], jnp.uint8)  # (1, 1, 1, 3)
+    out = np.asarray(D.normalize(x, (0.5, 0.25, 0.2), (0.5, 0.25, 0.1)))
+    np.testing.assert_allclose(out.ravel(), [-1.0, 3.0, 0.0], atol=1e-5)
+
+
+def test_normalize_float_passes_through():
+    x = jnp.array([[0.25, -3.0], [1.0, 255.0]], jnp.float32)
+    out = D.normalize(x, (0.1307,), (0.3081,))
+    assert out.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+
+
+# -- index shuffle ----------------------------------------------------------------------------
+
+SIZES = [1, 2, 3, 5, 64, 1000, 4097, 55000]
+
+
+def _perm(key, n):
+    return np.asarray(order.index_shuffle(key, n, jnp.arange(n, dtype=jnp.int32)))
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_index_shuffle_is_bijection(n):
+    for seed in (0, 1):
+        p = _perm(jax.random.PRNGKey(seed), n)
+        assert p.dtype == np.int32 and p.shape == (n,)
+        np.testing.assert_array_equal(np.sort(p), np.arange(n))
+
+
+@pytest.mark.parametrize("n", [64, 1000, 4097, 55000])
+def test_index_shuffle_depends_on_key_and_is_deterministic(n):
+    a = _perm(jax.random.PRNGKey(0), n)
+    b = _perm(jax.random.PRNGKey(1), n)
+    np.testing.assert_array_equal(a, _perm(jax.random.PRNGKey(0), n))
+    assert not np.array_equal(a, b)
+    assert not np.array_equal(a, np.arange(n))  # it actually shuffles
+    # a shuffle, not a shift: few fixed points
+    assert np.mean(a == np.arange(n)) < 0.2
+
+
+def test_index_shuffle_partial_positions_agree_with_full():
+    key, n = jax.random.PRNGKey(5), 1000
+    full = _perm(key, n)
+    pos = jnp.array([0, 17, 999, 500], jnp.int32)
+    np.testing.assert_array_equal(np.asarray(order.index_shuffle(key, n, pos)), full[np.asarray(pos)])
+
+
+def test_index_shuffle_under_jit_and_vmap():
+    n = 1000
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    f = lambda k: order.index_shuffle(k, n, jnp.arange(n, dtype=jnp.int32))  # noqa: E731
+    jitted = np.asarray(jax.jit(f)(keys[0]))
+    np.testing.assert_array_equal(jitted, _perm(keys[0], n))
+    batched = np.asarray(jax.jit(jax.vmap(f))(keys))
+    assert batched.shape == (4, n)
+    for i in range(4):
+        np.testing.assert_array_equal(batched[i], _perm(keys[i], n))
+        np.testing.assert_array_equal(np.sort(batched[i]), np.arange(n))
+    assert len({row.tobytes() for row in batched}) == 4
+
+
+def _epoch(key, n, b, e):
+    spe = n // b
+    f = jax.jit(lambda s: order.batch_indices(key, n, b, s))
+    return [np.asarray(f(jnp.int32(e * spe + t))) for t in range(spe)]
+
+
+def test_batch_indices_cover_epoch_once_and_reshuffle():
+    key = jax.random.PRNGKey(3)
+    e0 = _epoch(key, 1000, 100, 0)
+    e1 = _epoch(key, 1000, 100, 1)
+    assert len(e0) == 10 and all(b.shape == (100,) for b in e0)
+    for e in (e0, e1):
+        np.testing.assert_array_equal(np.sort(np.concatenate(e)), np.arange(1000))
+    assert not np.array_equal(np.concatenate(e0), np.concatenate(e1))
+    # a pure function of (key, step)
+    np.testing.assert_array_equal(np.asarray(order.batch_indices(key, 1000, 100, jnp.int32(7))), e0[7])
+
+
+def test_batch_indices_drop_remainder():
+    batches = _epoch(jax.random.PRNGKey(0), 1030, 100, 0)
+    assert len(batches) == 10
+    idx = np.concatenate(batches)
+    assert len(np.unique(idx)) == 1000
+    assert idx.min() >= 0 and idx.max() < 1030
+
+
+# -- missing data -----------------------------------------------------------------------------
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A fresh cache dir and a fresh TFDS data_dir (never ~/tensorflow_datasets)."""
+    monkeypatch.setenv("LTJAX_CACHE_DIR", str(tmp_path / "cache"))
+    data_dir = tmp_path / "tfds"
+    data_dir.mkdir()
+    return data_dir
+
+
+def test_manual_dir_lacking_files(isolated, tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "train-images-idx3-ubyte.gz").write_bytes(b"")  # one of four present
+    with pytest.raises(D.DataUnavailableError) as e:
+        D.load_arrays("mnist", data_dir=str(isolated), manual_dir=str(manual))
+    msg = str(e.value)
+    assert "'mnist'" in msg
+    assert str(manual) in msg
+    lacks = msg.split("lacks", 1)[1].split("(looked", 1)[0]
+    for f in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        assert f in lacks
+    assert "train-images-idx3-ubyte.gz" not in lacks
+    assert "--manual-dir" in msg and "LTJAX_MANUAL_DIR" in msg
+    assert not (tmp_path / "cache" / "mnist.npz").exists()
+
+
+def test_no_manual_dir_offline_fails_fast(isolated, monkeypatch):
+    monkeypatch.delenv("LTJAX_MANUAL_DIR", raising=False)
+    host = D.DATASETS["mnist"].host
+    if tfds_source._reachable(host, timeout=2.0):  # never download in tests
+        monkeypatch.setattr(tfds_source, "_reachable", lambda h, timeout=5.0: False)
+    import tensorflow_datasets  # noqa: F401  (import time is not what is measured)
+
+    t = time.perf_counter()
+    with pytest.raises(D.DataUnavailableError) as e:
+        D.load_arrays("mnist", data_dir=str(isolated))
+    assert time.perf_counter() - t < 10
+    msg = str(e.value)
+    assert "'mnist'" in msg and host in msg
+    assert "--manual-dir" in msg and "LTJAX_MANUAL_DIR" in msg
+    assert not any(isolated.glob("mnist/*/*.tfrecord*"))
+
+
+def test_unknown_dataset_lists_valid():
+    for call in (lambda: D.load_arrays("cifar10"), lambda: D.load("cifar10")):
+        with pytest.raises(ValueError) as e:
+            call()
+        msg = str(e.value)
+        assert "cifar10" in msg
+        for name in ("mnist", "fashion_mnist", "xor"):
+            assert name in msg
+
+
+@needs_shared
+def test_resolve_manual_dir(monkeypatch):
+    assert D.resolve_manual_dir("mnist", str(SHARED)) == SHARED / "mnist"
+    assert D.resolve_manual_dir("fashion_mnist", str(SHARED)) == SHARED / "fashion_mnist"
+    # a folder that holds the files itself is used as is
+    assert D.resolve_manual_dir("mnist", str(SHARED / "mnist")) == SHARED / "mnist"
+    monkeypatch.setenv("LTJAX_MANUAL_DIR", str(SHARED))
+    assert D.resolve_manual_dir("mnist", None) == SHARED / "mnist"
+    # the argument wins over the environment
+    assert D.resolve_manual_dir("mnist", "/elsewhere") == Path("/elsewhere")
+    monkeypatch.delenv("LTJAX_MANUAL_DIR")
+    assert D.resolve_manual_dir("mnist", None) is None
+
+
+# -- Fashion-MNIST ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mnist_arrays():
+    """MNIST from the real cache, loaded before a test switches to an isolated cache."""
+    return D.load_arrays("mnist")
+
+
+@needs_shared
+@needs_mnist
+def test_fashion_mnist_prepared_from_manual_dir(mnist_arrays, isolated, tmp_path):
+    mnist = mnist_arrays
+    home_tfds = Path.home() / "tensorflow_datasets"
+    before = sorted(p.name for p in home_tfds.iterdir()) if home_tfds.is_dir() else []
+
+    ds = D.load("fashion_mnist", validation_size=5000, split_seed=0,
+                data_dir=str(isolated), manual_dir=str(SHARED))
+    assert ds.x_train.shape == (55000, 28, 28, 1) and ds.x_train.dtype == np.uint8
+    assert ds.x_val.shape == (5000, 28, 28, 1)
+    assert ds.x_test.shape == (10000, 28, 28, 1)
+    assert ds.y_train.dtype == np.int32 and set(np.unique(ds.y_test)) == set(range(10))
+    assert ds.mean == (0.2860,) and ds.std == (0.3530,) and ds.num_classes == 10
+    m, s = _pixel_stats(ds.x_train, ds.x_val)
+    assert abs(m - 0.2860) < 1e-3 and abs(s - 0.3530) < 1e-3
+    assert not np.array_equal(ds.x_test[:100], mnist["x_test"][:100])
+    assert not np.array_equal(ds.y_test, mnist["y_test"])
+
+    assert (tmp_path / "cache" / "fashion_mnist.npz").exists()
+    assert any(isolated.glob("fashion_mnist/*"))
+    after = sorted(p.name for p in home_tfds.iterdir()) if home_tfds.is_dir() else []
+    assert before == after and "fashion_mnist" not in after

@@ -1,0 +1,220 @@
+"""End-to-end lottery runs on real MNIST at small size: accuracy, exact densities, reset and
+rewind exactness, resume after SIGKILL, sharding over forced host devices."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from ltjax import lottery, presets
+from ltjax import masks as M
+from ltjax.data import load
+from ltjax.lottery import build_model, round_start, ticket_keys
+from ltjax.pruning import prune_count
+from ltjax.store import load_run
+from ltjax.train import device_data, make_trainer
+
+pytestmark = pytest.mark.slow
+
+SMALL = presets.get("lenet_mnist_iclr2019").replace(iterations=1500, eval_every=500, seeds=2, rounds=3)
+
+
+def _quiet(_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def reset_run(tmp_path_factory):
+    return lottery.run(SMALL, tmp_path_factory.mktemp("runs"), progress=False, log=_quiet)
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _expected_counts(n: int, rate: float, rounds: int) -> list[int]:
+    out = [n]
+    for _ in range(rounds - 1):
+        out.append(out[-1] - int(prune_count(out[-1], rate)))
+    return out
+
+
+def test_dense_lenet_reaches_95_percent(reset_run):
+    m = reset_run.rounds[0].metrics
+    assert np.all(m["final_test_acc"] > 0.95), m["final_test_acc"]
+    assert np.all(m["test_acc_at_es"] > 0.95)
+    assert m["early_stop_on"] == "val"
+
+
+def test_load_run_api(reset_run):
+    run = load_run(reset_run.path)
+    assert run.config == SMALL and len(run.rounds) == 3
+    assert run.theta0["fc1"]["kernel"].shape == (2, 784, 300)
+    assert isinstance(run.theta0["fc1"]["kernel"], np.ndarray)
+    r1 = run.rounds[1]
+    assert r1.mask["fc1"]["kernel"].dtype == bool and r1.mask["fc1"]["bias"] is None
+    assert r1.params["out"]["kernel"].shape == (2, 100, 10)
+    assert r1.metrics["density"].shape == (2,)
+    assert r1.metrics["curves"]["val_loss"].shape == (2, 3)
+    np.testing.assert_array_equal(r1.metrics["curves"]["step"], [500, 1000, 1500])
+    # theta_k is theta0 for reset
+    np.testing.assert_array_equal(run.theta_k["fc1"]["kernel"], run.theta0["fc1"]["kernel"])
+
+
+def test_densities_are_exact_products_of_rates(reset_run):
+    sizes = {"fc1": 784 * 300, "fc2": 300 * 100, "out": 100 * 10}
+    rates = {"fc1": 0.2, "fc2": 0.2, "out": 0.1}
+    for layer, n in sizes.items():
+        expect = _expected_counts(n, rates[layer], 3)
+        for r, rd in enumerate(reset_run.rounds):
+            assert list(rd.metrics["remaining"][layer]) == [expect[r]] * 2
+            assert abs(rd.metrics["layer_density"][layer][0] - (1 - rates[layer]) ** r) <= 1 / n
+            assert rd.mask[layer]["kernel"].sum(axis=(1, 2)).tolist() == [expect[r]] * 2
+
+
+def test_masks_shrink_and_pruned_weights_are_zero(reset_run):
+    rounds = reset_run.rounds
+    for prev, cur in zip(rounds, rounds[1:]):
+        for a, b in zip(_leaves(prev.mask), _leaves(cur.mask)):
+            assert not np.any(b & ~a)  # nothing revived
+    for rd in rounds:
+        for layer in ("fc1", "fc2", "out"):
+            m, p = rd.mask[layer]["kernel"], rd.params[layer]["kernel"]
+            assert np.all(p[~m] == 0.0)
+
+
+def test_pruned_by_magnitude_of_previous_round(reset_run):
+    prev, cur = reset_run.rounds[1], reset_run.rounds[2]
+    w = np.abs(prev.params["fc2"]["kernel"][0])
+    alive, kept = prev.mask["fc2"]["kernel"][0], cur.mask["fc2"]["kernel"][0]
+    removed = alive & ~kept
+    assert w[removed].max() <= w[kept].min()
+
+
+def test_reset_is_exact_and_round_is_reproducible(reset_run):
+    """Round 2 starts from θ0 ⊙ m bitwise, and retraining it reproduces the saved weights bitwise."""
+    run = reset_run
+    ds = load("mnist", validation_size=SMALL.validation_size, split_seed=SMALL.split_seed)
+    mask = run.rounds[2].mask
+    start, step = round_start(SMALL, 2, run.theta0, run.theta_k, run.rounds[1].params, mask)
+    assert step == 0
+    for layer in ("fc1", "fc2", "out"):
+        np.testing.assert_array_equal(
+            np.asarray(start[layer]["kernel"]),
+            np.where(mask[layer]["kernel"], run.theta0[layer]["kernel"], 0.0),
+        )
+        np.testing.assert_array_equal(np.asarray(start[layer]["bias"]), run.theta0[layer]["bias"])
+    model = build_model(SMALL, ds)
+    train = make_trainer(model, SMALL.train_spec(), ds.mean, ds.std)
+    _, data_keys = ticket_keys(SMALL)
+    params, _ = train(start, mask, data_keys, device_data(ds), 0, SMALL.iterations)
+    for a, b in zip(_leaves(params), _leaves(run.rounds[2].params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rewind_snapshots_theta_k_and_starts_there(tmp_path):
+    cfg = SMALL.replace(strategy="rewind", rewind_iteration=200, iterations=600, eval_every=100, rounds=2)
+    run = lottery.run(cfg, tmp_path, progress=False, log=_quiet)
+    ds = load("mnist")
+    model = build_model(cfg, ds)
+    train = make_trainer(model, cfg.train_spec(), ds.mean, ds.std)
+    _, data_keys = ticket_keys(cfg)
+    dense = run.rounds[0].mask
+    theta_k, _ = train(run.theta0, dense, data_keys, device_data(ds), 0, 200)
+    for a, b in zip(_leaves(theta_k), _leaves(run.theta_k)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(run.rounds[0].metrics["curves"]["step"], np.arange(100, 601, 100))
+    np.testing.assert_array_equal(run.rounds[1].metrics["curves"]["step"], np.arange(300, 601, 100))
+    start, step = round_start(cfg, 1, run.theta0, run.theta_k, None, run.rounds[1].mask)
+    assert step == 200
+    m = run.rounds[1].mask["fc1"]["kernel"]
+    np.testing.assert_array_equal(np.asarray(start["fc1"]["kernel"]), np.where(m, run.theta_k["fc1"]["kernel"], 0.0))
+
+
+def test_continue_starts_from_trained_weights(reset_run):
+    cfg = SMALL.replace(strategy="continue")
+    prev = reset_run.rounds[1].params
+    mask = reset_run.rounds[2].mask
+    start, step = round_start(cfg, 2, reset_run.theta0, reset_run.theta0, prev, mask)
+    m = mask["fc2"]["kernel"]
+    np.testing.assert_array_equal(np.asarray(start["fc2"]["kernel"]), np.where(m, prev["fc2"]["kernel"], 0.0))
+
+
+def test_oneshot_and_global_scopes(tmp_path):
+    cfg = SMALL.replace(mode="oneshot", densities=(0.5, 0.2), iterations=200, eval_every=100, seeds=1)
+    run = lottery.run(cfg, tmp_path, progress=False, log=_quiet)
+    d = [rd.metrics["layer_density"] for rd in run.rounds]
+    # hidden layers to the target; the output layer at half the pruned fraction (0.1 / 0.2)
+    assert d[1]["fc1"][0] == pytest.approx(0.5, abs=1e-5) and d[2]["fc1"][0] == pytest.approx(0.2, abs=1e-5)
+    assert d[1]["out"][0] == pytest.approx(0.75, abs=1e-3) and d[2]["out"][0] == pytest.approx(0.6, abs=1e-3)
+    # one-shot: round 2 is pruned from round 0's weights, not round 1's
+    w0 = np.abs(run.rounds[0].params["fc1"]["kernel"][0])
+    kept = run.rounds[2].mask["fc1"]["kernel"][0]
+    assert w0[~kept].max() <= w0[kept].min()
+
+    g = cfg.replace(mode="iterative", densities=(), scope="global", exclude=("out",), layer_rates=(), rounds=2)
+    grun = lottery.run(g, tmp_path, progress=False, log=_quiet)
+    rem = grun.rounds[1].metrics["remaining"]
+    assert rem["out"][0] == 1000
+    assert rem["fc1"][0] + rem["fc2"][0] == 265_200 - int(prune_count(265_200, 0.2))
+
+
+def _cli(out, extra=()):
+    return [sys.executable, "-m", "ltjax.cli", "run", "lenet_mnist_iclr2019", "--seeds", "2", "--rounds", "4",
+            "--iterations", "400", "--set", "eval_every=100", "--out", str(out), "--no-progress", *extra]
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(_cli(tmp_path / "a"), check=True, env=env, capture_output=True)
+    (ref,) = list((tmp_path / "a").iterdir())
+
+    proc = subprocess.Popen(_cli(tmp_path / "b"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "b").glob("*/round_001")):
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside round 2: training or writing it
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (killed,) = list((tmp_path / "b").iterdir())
+    assert len(load_run(killed).rounds) < 4
+    subprocess.run(_cli(tmp_path / "b"), check=True, env=env, capture_output=True)
+
+    a, b = load_run(ref), load_run(killed)
+    assert len(a.rounds) == len(b.rounds) == 4
+    for ra, rb in zip(a.rounds, b.rounds):
+        for x, y in zip(_leaves(ra.mask), _leaves(rb.mask)):
+            np.testing.assert_array_equal(x, y)
+        for x, y in zip(_leaves(ra.params), _leaves(rb.params)):
+            np.testing.assert_array_equal(x, y)
+    assert not list(killed.glob("*.tmp"))
+
+
+_SHARDED = """
+import sys, jax, numpy as np
+from ltjax import lottery, presets
+from ltjax.devices import ticket_mesh
+assert jax.device_count() == 4 and ticket_mesh(4).devices.size == 4, jax.devices()
+cfg = presets.get("lenet_mnist_iclr2019").replace(iterations=300, eval_every=100, seeds=4, rounds=2)
+run = lottery.run(cfg, sys.argv[1], progress=False, log=lambda s: None)
+"""
+
+
+def test_four_tickets_on_four_devices_match_single_device(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "multi")], check=True, env=env)
+    cfg = presets.get("lenet_mnist_iclr2019").replace(iterations=300, eval_every=100, seeds=4, rounds=2)
+    single = lottery.run(cfg, tmp_path / "single", progress=False, log=_quiet)
+    (multi_dir,) = list((tmp_path / "multi").iterdir())
+    multi = load_run(multi_dir)
+    for rs, rm in zip(single.rounds, multi.rounds):
+        for x, y in zip(_leaves(rs.mask), _leaves(rm.mask)):
+            np.testing.assert_array_equal(x, y)
+        for x, y in zip(_leaves(rs.params), _leaves(rm.params)):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
