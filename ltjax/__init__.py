@@ -5,10 +5,10 @@ scan-fused masked trainer (``train``), and the IMP / LTR round loop (``lottery``
 trains many tickets in one compiled, vmapped program and saves every round (``store``).
 """
 
-from ltjax import masks, pruning, scores, stopping
+from ltjax import masks, models, pruning, scores, stopping
 from ltjax.config import Config, ConfigError
 from ltjax.store import Run, load_run
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "ConfigError", "Run", "load_run", "masks", "pruning", "scores", "stopping"]
+__all__ = ["Config", "ConfigError", "Run", "load_run", "masks", "models", "pruning", "scores", "stopping"]

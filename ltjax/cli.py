@@ -50,8 +50,8 @@ def _cmd_run(a) -> None:
     flags = {"seeds": a.seeds, "rounds": a.rounds, "iterations": a.iterations}
     flag_sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
     config = config.with_overrides(flag_sets + a.overrides)
-    run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir,
-                      progress=not a.no_progress and sys.stderr.isatty() or os.environ.get("LTJAX_PROGRESS") == "1")
+    show_bar = not a.no_progress and (sys.stderr.isatty() or os.environ.get("LTJAX_PROGRESS") == "1")
+    run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir, progress=show_bar)
     print(report.round_table(run))
 
 

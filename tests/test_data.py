@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import jax
@@ -276,6 +277,51 @@ def test_no_manual_dir_offline_fails_fast(isolated, monkeypatch):
     assert "'mnist'" in msg and host in msg
     assert "--manual-dir" in msg and "LTJAX_MANUAL_DIR" in msg
     assert not any(isolated.glob("mnist/*/*.tfrecord*"))
+
+
+def _fake_source(monkeypatch):
+    calls = []
+
+    def fake(name, data_dir, manual_dir):
+        calls.append(name)
+        return {"x_train": np.full((3, 2, 2, 1), 7, np.uint8), "y_train": np.arange(3, dtype=np.int32),
+                "x_test": np.zeros((1, 2, 2, 1), np.uint8), "y_test": np.zeros(1, np.int32)}
+
+    monkeypatch.setattr(tfds_source, "_tfds_arrays", fake)
+    return calls
+
+
+def test_cache_written_then_reused(isolated, tmp_path, monkeypatch):
+    calls = _fake_source(monkeypatch)
+    a = D.load_arrays("mnist")
+    b = D.load_arrays("mnist")
+    assert calls == ["mnist"]  # the second load came from the cache
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        assert a[k].dtype == b[k].dtype
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["mnist.npz"]  # no temp files left
+
+
+@pytest.mark.parametrize("content", [
+    b"not a zip file",
+    b"",
+    "truncated",
+], ids=["garbage", "empty", "truncated"])
+def test_unreadable_cache_is_rebuilt(isolated, tmp_path, monkeypatch, content):
+    calls = _fake_source(monkeypatch)
+    path = tmp_path / "cache" / "mnist.npz"
+    path.parent.mkdir()
+    if content == "truncated":
+        np.savez(path, x_train=np.zeros((500, 28, 28, 1), np.uint8), y_train=np.zeros(500, np.int32),
+                 x_test=np.zeros((5, 28, 28, 1), np.uint8), y_test=np.zeros(5, np.int32))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(content)
+    a = D.load_arrays("mnist")
+    assert calls == ["mnist"]
+    assert a["x_train"].shape == (3, 2, 2, 1)
+    with np.load(path) as z:  # the cache was rewritten
+        np.testing.assert_array_equal(z["y_train"], [0, 1, 2])
 
 
 def test_unknown_dataset_lists_valid():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -121,8 +122,8 @@ def load_arrays(
         try:
             with np.load(path) as z:
                 return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError):
-            pass  # an unreadable cache is rebuilt below
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # an unreadable (truncated, empty, foreign) cache is rebuilt below
     arrays = _tfds_arrays(name, data_dir, resolve_manual_dir(name, manual_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")

@@ -1,0 +1,238 @@
+"""Tests for the ``ltjax`` command (in process, through ``ltjax.cli.main``) and for
+``Config``'s parsing of ``--set`` values."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from ltjax import cli, presets
+from ltjax.config import Config, ConfigError
+
+
+def _main(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _user_error(capsys, *argv):
+    code, out, err = _main(capsys, *argv)
+    assert code == 2, (out, err)
+    assert err.startswith("ltjax: error: "), err
+    assert "Traceback" not in err and "Traceback" not in out
+    return err
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail loudly if a command that should be rejected reaches the round loop."""
+    from ltjax import lottery
+
+    def boom(*a, **k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(lottery, "run", boom)
+
+
+# -- presets ----------------------------------------------------------------------------------
+
+def test_presets_lists_all(capsys):
+    code, out, err = _main(capsys, "presets")
+    assert code == 0 and err == ""
+    for name in ("lenet_mnist_2018", "lenet_mnist_iclr2019", "lenet_mnist_openlth"):
+        assert name in out
+    assert set(presets.PRESETS) == {"lenet_mnist_2018", "lenet_mnist_iclr2019", "lenet_mnist_openlth"}
+    assert "fields" not in out
+
+
+def test_presets_fields(capsys):
+    code, out, _ = _main(capsys, "presets", "--fields")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and "default" in line}
+    for name in ("prune_rate", "rewind_iteration", "layer_rates", "widths", "iterations", "seeds", "strategy"):
+        assert name in lines, name
+    assert "fraction of surviving weights pruned per round" in lines["prune_rate"]
+    assert "0.2" in lines["prune_rate"]
+
+
+# -- user errors ------------------------------------------------------------------------------
+
+def test_unknown_preset(capsys, tmp_path, no_training):
+    err = _user_error(capsys, "run", "nope", "--out", tmp_path / "runs")
+    assert "'nope'" in err
+    for name in presets.PRESETS:
+        assert name in err
+
+
+def test_unknown_key(capsys, tmp_path, no_training):
+    err = _user_error(capsys, "run", "lenet_mnist_2018", "--set", "nosuchkey=1", "--out", tmp_path / "runs")
+    assert "nosuchkey" in err and "valid keys" in err
+    for key in ("prune_rate", "widths", "rewind_iteration", "optimizer"):
+        assert key in err
+
+
+BAD = [
+    (["--set", "prune_rate=1.5"], ["prune_rate", "(0, 1)"]),
+    (["--set", "prune_rate=abc"], ["prune_rate", "'abc'", "float"]),
+    (["--set", "optimizer=rmsprop"], ["optimizer", "rmsprop", "sgd", "momentum", "adam"]),
+    (["--set", "init=foo"], ["init", "foo", "trunc_normal", "glorot_normal", "kaiming_normal"]),
+    (["--set", "strategy=x"], ["strategy", "reset", "rewind", "continue"]),
+    (["--set", "rewind_iteration=60000"], ["rewind_iteration", "60000", "iterations=50000"]),
+    (["--iterations", "150"], ["iterations", "150", "multiple of eval_every=100"]),
+    (["--set", "widths="], ["widths", "positive integers"]),
+    (["--set", "widths=300,abc"], ["widths", "'abc'", "int"]),
+    (["--set", "layer_rates=out"], ["layer_rates", "layer:rate", "'out'"]),
+    (["--set", "layer_rates=out:2"], ["layer_rates", "[0, 1]"]),
+    (["--seeds", "0"], ["seeds", "≥ 1"]),
+    (["--rounds", "0"], ["rounds", "≥ 1"]),
+    (["--set", "noequals"], ["key=value", "noequals"]),
+    (["--set", "dataset=cifar"], ["dataset", "mnist", "fashion_mnist", "xor"]),
+]
+
+
+@pytest.mark.parametrize("args,expect", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_values_rejected_before_training(capsys, tmp_path, no_training, args, expect):
+    out_dir = tmp_path / "runs"
+    err = _user_error(capsys, "run", "lenet_mnist_2018", *args, "--out", out_dir)
+    for fragment in expect:
+        assert fragment in err, (fragment, err)
+    assert not out_dir.exists()
+
+
+def test_show_non_run_directory(capsys, tmp_path):
+    err = _user_error(capsys, "show", tmp_path)
+    assert str(tmp_path) in err and "not an ltjax run directory" in err
+    err = _user_error(capsys, "show", tmp_path / "missing")
+    assert "missing" in err
+
+
+def _progress_passed(capsys, tmp_path, monkeypatch, *flags):
+    from ltjax import lottery
+
+    seen = {}
+
+    def fake_run(config, out, **kw):
+        seen.update(kw)
+        raise ValueError("stopped by test")
+
+    monkeypatch.setattr(lottery, "run", fake_run)
+    _user_error(capsys, "run", "lenet_mnist_2018", *flags, "--out", tmp_path)
+    return seen["progress"]
+
+
+def test_progress_env_forces_bar(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LTJAX_PROGRESS", "1")
+    assert _progress_passed(capsys, tmp_path, monkeypatch) is True
+
+
+def test_no_progress_flag_wins_over_env(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LTJAX_PROGRESS", "1")
+    assert _progress_passed(capsys, tmp_path, monkeypatch, "--no-progress") is False
+
+
+def test_missing_data_is_a_user_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LTJAX_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "manual").mkdir()
+    (tmp_path / "tfds").mkdir()
+    err = _user_error(capsys, "run", "lenet_mnist_2018", "--set", "dataset=fashion_mnist",
+                      "--manual-dir", tmp_path / "manual", "--data-dir", tmp_path / "tfds",
+                      "--out", tmp_path / "runs")
+    assert "'fashion_mnist'" in err and str(tmp_path / "manual") in err
+    assert "train-images-idx3-ubyte.gz" in err and "--manual-dir" in err
+    assert not any((tmp_path / "runs").glob("*/round_*"))
+
+
+# -- a tiny real run --------------------------------------------------------------------------
+
+RUN = ["run", "lenet_mnist_iclr2019", "--seeds", "2", "--rounds", "2", "--iterations", "200",
+       "--set", "eval_every=100", "--no-progress"]
+
+
+def _table_rows(text):
+    rows = {}
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:3] == ["round", "density", "%"])
+    for line in lines[head + 1:]:
+        cells = line.split()
+        if cells and cells[0].isdigit():
+            rows[int(cells[0])] = cells
+    return lines[head], rows
+
+
+@pytest.mark.skipif(not ((Path.home() / ".cache" / "ltjax" / "mnist.npz").exists()
+                         or (Path.home() / "tensorflow_datasets" / "mnist").is_dir()
+                         or (Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist").is_dir()),
+                    reason="MNIST not available")
+def test_tiny_run_show_and_resume(capsys, tmp_path):
+    out_dir = tmp_path / "runs"
+    code, out, err = _main(capsys, *RUN, "--out", out_dir)
+    assert code == 0, err
+    head, rows = _table_rows(out)
+    assert "density %" in head and "final test acc %" in head
+    assert sorted(rows) == [0, 1]
+    assert float(rows[0][1]) == pytest.approx(100.0)
+    assert 75.0 < float(rows[1][1]) < 85.0  # 20% of hidden, 10% of output pruned
+
+    (run_dir,) = out_dir.iterdir()
+    assert run_dir.name.startswith("lenet_mnist_iclr2019-")
+    assert sorted(p.name for p in run_dir.glob("round_*")) == ["round_000", "round_001"]
+
+    code, shown, err = _main(capsys, "show", run_dir)
+    assert code == 0, err
+    assert shown.strip() in out
+    assert _table_rows(shown) == (head, rows)
+
+    mtimes = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    t = time.perf_counter()
+    code, again, err = _main(capsys, *RUN, "--out", out_dir)
+    assert code == 0, err
+    assert time.perf_counter() - t < 5
+    assert "all 2 rounds already complete" in again
+    assert _table_rows(again) == (head, rows)
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.name != "config.json"} == \
+        {p: m for p, m in mtimes.items() if p.name != "config.json"}
+
+    # more rounds: the same run directory (rounds is not hashed), resumed after round 1
+    more = [a if a != "2" or RUN[i - 1] != "--rounds" else "3" for i, a in enumerate(RUN)]
+    code, third, err = _main(capsys, *more, "--out", out_dir)
+    assert code == 0, err
+    assert [p.name for p in out_dir.iterdir()] == [run_dir.name]
+    assert "resuming after round 1" in third
+    head3, rows3 = _table_rows(third)
+    assert sorted(rows3) == [0, 1, 2] and rows3[0] == rows[0] and rows3[1] == rows[1]
+    assert 60.0 < float(rows3[2][1]) < 70.0
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items() if "round_00" in str(p))
+
+
+# -- Config parsing ---------------------------------------------------------------------------
+
+def test_with_overrides_parsing():
+    c = Config().with_overrides(["widths=600,200", "layer_rates=out:0.1,fc*:0.3", "iterations=5e4"])
+    assert c.widths == (600, 200)
+    assert c.layer_rates == (("out", 0.1), ("fc*", 0.3))
+    assert c.iterations == 50000 and type(c.iterations) is int
+    assert Config().with_overrides(["lr_drops="]).lr_drops == ()
+    with pytest.raises(ConfigError, match="iterations"):
+        Config().with_overrides(["iterations=5.5"])
+
+
+def test_hash_ignores_rounds_not_lr():
+    c = presets.get("lenet_mnist_2018")
+    assert c.replace(rounds=3).hash() == c.hash()
+    assert c.with_overrides(["rounds=5"]).hash() == c.hash()
+    assert c.replace(lr=0.1).hash() != c.hash()
+    assert c.replace(seeds=2).hash() != c.hash()
+
+
+def test_config_roundtrip_through_dict():
+    for name in presets.PRESETS:
+        c = presets.get(name)
+        assert Config.from_dict(c.to_dict()) == c
+        back = Config.from_dict(json.loads(json.dumps(c.to_dict())))  # as stored in config.json
+        assert back == c and back.hash() == c.hash()
+    with pytest.raises(ConfigError, match="valid keys"):
+        Config.from_dict({"bogus": 1})
