@@ -219,7 +219,8 @@ def run(
         bar.start(f"round {r}", iters - (0 if r == 0 or config.strategy != "rewind" else k))
         if r == 0 and k > 0:
             theta_k, c1 = trainer(theta0, mask, data_keys, data, 0, k)
-            store.save_once(d / "theta_k", theta_k)
+            if not (d / "theta_k").exists():  # a killed round 0 may have saved it already
+                store.save_once(d / "theta_k", theta_k)
             bar.offset = k
             params, c2 = trainer(theta_k, mask, data_keys, data, k, iters - k)
             curves = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c1, c2)
