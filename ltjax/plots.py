@@ -28,8 +28,12 @@ def accuracy_vs_density(run: Run, path: str | None = None):
     a1.set_ylabel("test accuracy at early stop (%)")
     a2.errorbar(dens, es.mean(1), yerr=es.std(1), marker="o", capsize=3, color="C1")
     a2.set_ylabel(f"early-stop iteration (min {ms[0]['early_stop_on']} loss)")
+    from matplotlib.ticker import FormatStrFormatter
+
     for a in (a1, a2):
         a.set_xscale("log")
+        a.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        a.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
         a.invert_xaxis()
         a.set_xlabel("weights remaining (%)")
         a.grid(alpha=0.3)

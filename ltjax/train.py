@@ -8,8 +8,9 @@ shared). Inside it, for each ticket (``jax.vmap``):
   order: epoch ``e = t // steps_per_epoch`` is a pseudorandom permutation of the training
   set keyed by ``fold_in(key, e)`` (:mod:`ltjax.data.order`), the last partial batch of an
   epoch is dropped;
-* the forward pass sees ``params ⊙ mask``; gradients and optimizer updates are multiplied
-  by the mask, so pruned weights stay exactly 0 (bitwise) through training;
+* the forward pass sees ``params ⊙ mask``: params are masked once on entry, and gradients
+  and optimizer updates are multiplied by the mask at every step, so pruned weights stay
+  exactly 0 (bitwise) and no per-step multiply of the weights is needed;
 * every ``eval_every`` iterations, validation and test loss and accuracy are computed in
   the same program and recorded with the mean training loss of those iterations.
 
