@@ -70,7 +70,8 @@ def init_run(config: Config, out) -> Path:
         if old.hash() != config.hash():
             raise ValueError(f"{d} holds a run of a different configuration (hash {old.hash()})")
     _write_json(cfg_path, config.to_dict())
-    for tmp in d.glob("*.tmp"):  # a write interrupted by a kill: never counted as done
+    # Writes interrupted by a kill (ours and orbax's own temporaries): never counted as done.
+    for tmp in [*d.glob("*.tmp"), *d.glob("*orbax-checkpoint-tmp*")]:
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     return d
 
