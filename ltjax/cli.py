@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field; repeatable (see `ltjax presets --fields`)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--repair", action="store_true",
+                   help="recompute damaged (truncated or corrupted) checkpoints from the last good round")
 
     pr = sub.add_parser("presets", help="list presets")
     pr.add_argument("--fields", action="store_true", help="also list every config field with its help")
@@ -51,7 +53,8 @@ def _cmd_run(a) -> None:
     flag_sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
     config = config.with_overrides(flag_sets + a.overrides)
     show_bar = not a.no_progress and (sys.stderr.isatty() or os.environ.get("LTJAX_PROGRESS") == "1")
-    run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir, progress=show_bar)
+    run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir, progress=show_bar,
+                      repair=a.repair)
     print(report.round_table(run))
 
 
@@ -86,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     except _USER_ERRORS as e:
         print(f"ltjax: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # data that can't be found or prepared
+    except Exception as e:  # data that can't be found, a run in use or damaged
         from ltjax.data import DataUnavailableError
+        from ltjax.store import CorruptRunError, RunLockedError
 
-        if isinstance(e, DataUnavailableError):
+        if isinstance(e, (DataUnavailableError, CorruptRunError, RunLockedError)):
             print(f"ltjax: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -20,6 +20,7 @@ masks as an uninterrupted run.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 from ltjax import data as D
 from ltjax import masks as M
 from ltjax import models, pruning, scores, stopping, store
-from ltjax.config import Config
+from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
 from ltjax.train import Curves, device_data, make_trainer
 
@@ -73,22 +74,59 @@ def round_rates(config: Config, layer_names: list[str], r: int) -> float | dict[
     return {n: min(1.0, (1 - d) * q / config.prune_rate) for n, q in rates.items()}
 
 
+def preflight(config: Config, ds: D.Dataset, model: models.Model) -> None:
+    """Checks that need the data and the model, done before anything is written or trained."""
+    n = len(ds.x_train)
+    if config.batch_size > n:
+        raise ConfigError(f"batch_size={config.batch_size} is not valid: must be ≤ the {n} training examples "
+                          f"left after validation_size={config.validation_size}")
+    shapes = jax.eval_shape(lambda: M.make_mask(model.init(jax.random.PRNGKey(0)), model.is_prunable))
+    names = M.layer_names(shapes)
+    patterns = [("exclude", p) for p in config.exclude]
+    if config.scope == "layerwise":
+        patterns += [("layer_rates", p) for p, _ in config.layer_rates]
+    for field, p in patterns:
+        if not any(fnmatch.fnmatchcase(n_, p) for n_ in names):
+            raise ConfigError(f"{field} names {p!r}, which matches no prunable layer; layers: {', '.join(names)}")
+    if all(any(fnmatch.fnmatchcase(n_, p) for p in config.exclude) for n_ in names):
+        raise ConfigError(f"exclude={','.join(config.exclude)!r} is not valid: it excludes every prunable layer "
+                          f"({', '.join(names)}), so nothing would be pruned")
+
+
+def _all_finite(tree: PyTree) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+
+
 @functools.lru_cache(maxsize=None)
 def _pruner(score: str, scope: str, exclude: tuple[str, ...], rates: Any) -> Callable:
     score_fn = scores.get(score)
     rate = dict(rates) if isinstance(rates, tuple) else rates
 
-    def one(params, mask):
-        return pruning.prune(score_fn(params, mask), mask, rate, scope=scope, exclude=exclude)
+    def one(params, mask, fallback, frozen):
+        s = score_fn(params, mask)
+        new = pruning.prune(s, mask, rate, scope=scope, exclude=exclude)
+        # A diverged ticket (non-finite scores) or a frozen one never gets a NaN-driven mask.
+        keep_new = _all_finite(s) & ~frozen
+        return jax.tree.map(lambda n, f: None if n is None else jnp.where(keep_new, n, f),
+                            new, fallback, is_leaf=lambda x: x is None)
 
     return jax.jit(jax.vmap(one))
 
 
-def next_mask(config: Config, params: PyTree, mask: PyTree, r: int) -> PyTree:
-    """Mask of round r ≥ 1 from trained ``params`` and the ``mask`` they were trained with."""
+def next_mask(config: Config, params: PyTree, mask: PyTree, r: int,
+              fallback: PyTree | None = None, frozen: jax.Array | None = None) -> PyTree:
+    """Mask of round r ≥ 1 from trained ``params`` and the ``mask`` they are pruned from.
+
+    Tickets flagged in ``frozen`` (diverged earlier) and tickets whose scores are not all
+    finite keep ``fallback`` (default: ``mask``) instead: a NaN never decides what is pruned.
+    """
     rates = round_rates(config, M.layer_names(mask), r)
     key = tuple(sorted(rates.items())) if isinstance(rates, dict) else rates
-    return _pruner(config.score, config.scope, tuple(config.exclude), key)(params, mask)
+    T = jax.tree.leaves(mask)[0].shape[0]
+    frozen = jnp.zeros(T, bool) if frozen is None else jnp.asarray(frozen, bool)
+    return _pruner(config.score, config.scope, tuple(config.exclude), key)(
+        params, mask, mask if fallback is None else fallback, frozen)
 
 
 def round_start(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_params: PyTree, mask: PyTree):
@@ -109,11 +147,21 @@ def round_start(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_pa
 _apply_mask = jax.jit(jax.vmap(M.apply_mask))
 
 
-def round_metrics(r: int, mask: PyTree, curves: Curves, early_on: str, seconds: float) -> dict:
+def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, early_on: str, seconds: float,
+                  diverged_before: np.ndarray) -> dict:
+    """Per-ticket metrics of a round.
+
+    ``diverged`` is cumulative: a ticket whose training loss or weights became NaN or
+    infinite in this or an earlier round. Its mask stays frozen from then on and reports
+    leave it out of means.
+    """
     curves = {k: np.asarray(v) for k, v in curves._asdict().items()}
     curves["step"] = curves["step"][0]  # identical for every ticket
     per_ticket = {k: v for k, v in curves.items() if k != "step"}
     es = stopping.early_stop({**per_ticket, "step": np.broadcast_to(curves["step"], per_ticket["val_loss"].shape)}, early_on)
+    bad_loss = ~np.isfinite(curves["train_loss"])
+    now = bad_loss.any(axis=1) | ~np.asarray(jax.vmap(_all_finite)(params))
+    first_bad = np.where(bad_loss.any(axis=1), curves["step"][np.argmax(bad_loss, axis=1)], -1)
     return {
         "round": r,
         "density": np.asarray(jax.vmap(M.global_density)(mask)),
@@ -121,6 +169,8 @@ def round_metrics(r: int, mask: PyTree, curves: Curves, early_on: str, seconds: 
         "remaining": {k: np.asarray(v) for k, v in jax.vmap(M.count)(mask).items()},
         "early_stop_on": early_on,
         **es,
+        "diverged": np.asarray(diverged_before, bool) | now,
+        "diverged_iteration": np.where(now, first_bad, -1),
         "seconds": seconds,
         "curves": curves,
     }
@@ -151,12 +201,15 @@ class _Bar:
 
 
 def format_round(m: dict) -> str:
-    ms = lambda a: f"{np.mean(a):.4f}±{np.std(a):.4f}"  # noqa: E731
+    ok = ~np.asarray(m["diverged"], bool)
+    ms = lambda a: f"{np.mean(a[ok]):.4f}±{np.std(a[ok]):.4f}" if ok.any() else "n/a"  # noqa: E731
+    acc = m["val_acc_at_es"] if m["early_stop_on"] == "val" else m["test_acc_at_es"]
+    div = f"  DIVERGED {int((~ok).sum())}/{ok.size}" if not ok.all() else ""
     return (
         f"round {m['round']:2d}  density {100 * np.mean(m['density']):7.3f}%  "
-        f"es-iter {np.mean(m['early_stop_iteration']):8.0f}  "
-        f"{m['early_stop_on']}-acc@es {ms(m['val_acc_at_es'] if m['early_stop_on'] == 'val' else m['test_acc_at_es'])}  "
-        f"test-acc@es {ms(m['test_acc_at_es'])}  final-test-acc {ms(m['final_test_acc'])}  ({m['seconds']:.0f}s)"
+        f"es-iter {np.mean(m['early_stop_iteration'][ok]) if ok.any() else float('nan'):8.0f}  "
+        f"{m['early_stop_on']}-acc@es {ms(acc)}  test-acc@es {ms(m['test_acc_at_es'])}  "
+        f"final-test-acc {ms(m['final_test_acc'])}  ({m['seconds']:.0f}s){div}"
     )
 
 
@@ -167,26 +220,60 @@ def run(
     manual_dir: str | None = None,
     data_dir: str | None = None,
     progress: bool = True,
+    repair: bool = False,
     log: Callable[[str], None] = print,
 ) -> store.Run:
-    """Run (or resume) the study described by ``config``; returns the loaded run."""
-    config.validate()
-    d = store.init_run(config, out)
-    done = store.completed_rounds(d)
-    if len(done) >= config.rounds:
-        log(f"{d}: all {config.rounds} rounds already complete")
-        return store.load_run(d)
+    """Run (or resume) the study described by ``config``; returns the loaded run.
 
+    Resuming verifies every committed part of the run directory against its manifest. A
+    damaged part raises :class:`~ltjax.store.CorruptRunError` naming it; with
+    ``repair=True`` it is moved aside and recomputed from the last good state instead.
+    """
+    config.validate()
     ds = D.load(config.dataset, validation_size=config.validation_size, split_seed=config.split_seed,
                 data_dir=data_dir, manual_dir=manual_dir)
-    early_on = "val" if len(ds.x_val) else "test"
     model = build_model(config, ds)
+    preflight(config, ds, model)
+    d = store.init_run(config, out)
+    with store.RunLock(d):
+        store.clear_temporaries(d)
+        _check_integrity(d, repair, log)
+        done = set(store.completed_rounds(d))
+        todo = [r for r in range(config.rounds) if r not in done]
+        if not todo:
+            log(f"{d}: all {config.rounds} rounds already complete")
+        else:
+            verb = "resuming at" if done else "starting at"
+            log(f"{d}: {verb} round {todo[0]} of {config.rounds}, {config.seeds} ticket(s) in one program")
+            _execute(config, d, ds, model, todo, progress, log)
+    return store.load_run(d)
+
+
+def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
+    problems = store.Run(d).verify()
+    if not problems:
+        return
+    listing = "; ".join(f"{part}: {', '.join(p)}" for part, p in problems.items())
+    if not repair:
+        raise store.CorruptRunError(
+            f"{d} has damaged parts — {listing}. Rerun with --repair (repair=True) to move them aside "
+            "and recompute them from the last good round; nothing else is changed."
+        )
+    for part in problems:
+        path = d / (part if part.startswith("theta") else f"round_{int(part.split()[1]):03d}")
+        log(f"{d}: {part} is damaged; moved to {store.move_aside(path).name}, recomputing it")
+
+
+def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
+             progress: bool, log: Callable[[str], None]) -> None:
+    early_on = "val" if len(ds.x_val) else "test"
     mesh = ticket_mesh(config.seeds)
     data = replicate(device_data(ds), mesh)
     init_keys, data_keys = shard_tickets(ticket_keys(config), mesh)
+    T = config.seeds
 
     if (d / "theta0").exists():
-        theta0 = shard_tickets(store.load_tree(d / "theta0"), mesh)
+        theta0 = shard_tickets(store.load_once(d / "theta0"), mesh)
     else:
         theta0 = shard_tickets(jax.jit(jax.vmap(model.init))(init_keys), mesh)
         store.save_once(d / "theta0", theta0)
@@ -194,47 +281,57 @@ def run(
 
     bar = _Bar(progress)
     trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar)
-    k = config.rewind_step()
-    iters = config.iterations
-    theta_k = shard_tickets(store.load_tree(d / "theta_k"), mesh) if (d / "theta_k").exists() else theta0
-    prev_mask = prev_params = dense_params = None
-    if done:
-        last = store.load_tree(d / f"round_{done[-1]:03d}" / "state")
-        prev_mask, prev_params = shard_tickets(last["mask"], mesh), shard_tickets(last["params"], mesh)
-        if config.mode == "oneshot":
-            dense_params = shard_tickets(store.load_tree(d / "round_000" / "state")["params"], mesh)
-        log(f"{d}: resuming after round {done[-1]}")
-    else:
-        log(f"{d}: starting {config.rounds} rounds, {config.seeds} ticket(s) in one program")
+    k, iters = config.rewind_step(), config.iterations
+    theta_k = shard_tickets(store.load_once(d / "theta_k"), mesh) if (d / "theta_k").exists() else None
+    if k == 0:
+        theta_k = theta0
 
-    for r in range(len(done), config.rounds):
+    states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
+
+    def state(r: int):
+        """(mask, trained params, cumulative diverged flags) of round r, from memory or disk."""
+        if r not in states:
+            st = store.load_round_state(d, r)
+            diverged = store.Round(store.round_path(d, r)).metrics["diverged"]
+            states[r] = (shard_tickets(st["mask"], mesh), shard_tickets(st["params"], mesh), diverged)
+        return states[r]
+
+    for r in todo:
+        store.fault_point(f"round{r}.start")
         t0 = time.perf_counter()
+        frozen = np.zeros(T, bool) if r == 0 else state(r - 1)[2]
         if r == 0:
             mask = dense
         elif config.mode == "oneshot":
-            mask = next_mask(config, dense_params, dense, r)
+            mask = next_mask(config, state(0)[1], dense, r, fallback=state(r - 1)[0], frozen=frozen)
         else:
-            mask = next_mask(config, prev_params, prev_mask, r)
+            mask = next_mask(config, state(r - 1)[1], state(r - 1)[0], r, frozen=frozen)
+        mask = shard_tickets(mask, mesh)
 
-        bar.start(f"round {r}", iters - (0 if r == 0 or config.strategy != "rewind" else k))
-        if r == 0 and k > 0:
-            theta_k, c1 = trainer(theta0, mask, data_keys, data, 0, k)
-            if not (d / "theta_k").exists():  # a killed round 0 may have saved it already
-                store.save_once(d / "theta_k", theta_k)
-            bar.offset = k
-            params, c2 = trainer(theta_k, mask, data_keys, data, k, iters - k)
-            curves = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c1, c2)
+        if theta_k is None and (r == 0 or config.strategy == "rewind"):
+            bar.start(f"theta_k (iteration {k})", k)
+            theta_k, c_k = trainer(theta0, dense, data_keys, data, 0, k)
+            bar.close()
+            store.save_once(d / "theta_k", theta_k)
         else:
+            c_k = None
+        if r == 0 and k > 0:
+            # Round 0 continues from theta_k; if theta_k came from disk, redo its curves.
+            if c_k is None:
+                _, c_k = trainer(theta0, dense, data_keys, data, 0, k)
+            bar.start("round 0", iters - k)
+            params, c2 = trainer(theta_k, mask, data_keys, data, k, iters - k)
+            curves = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2)
+        else:
+            prev_params = state(r - 1)[1] if r > 0 and config.strategy == "continue" else None
             start, begin = round_start(config, r, theta0, theta_k, prev_params, mask)
-            start, mask = shard_tickets((start, mask), mesh)
-            params, curves = trainer(start, mask, data_keys, data, begin, iters - begin)
+            bar.start(f"round {r}", iters - begin)
+            params, curves = trainer(shard_tickets(start, mesh), mask, data_keys, data, begin, iters - begin)
         jax.block_until_ready(params)
         bar.close()
+        store.fault_point(f"round{r}.trained")
 
-        metrics = round_metrics(r, mask, curves, early_on, time.perf_counter() - t0)
+        metrics = round_metrics(r, mask, params, curves, early_on, time.perf_counter() - t0, frozen)
         store.save_round(d, r, mask, params, metrics)
         log(format_round(metrics))
-        prev_mask, prev_params = mask, params
-        if r == 0:
-            dense_params = params
-    return store.load_run(d)
+        states[r] = (mask, params, metrics["diverged"])

@@ -7,9 +7,9 @@ import numpy as np
 from ltjax.store import Run
 
 
-def _ms(a, scale=1.0, digits=2) -> str:
-    a = np.asarray(a, np.float64) * scale
-    return f"{a.mean():.{digits}f} ± {a.std():.{digits}f}"
+def _ms(a, ok, scale=1.0, digits=2) -> str:
+    a = np.asarray(a, np.float64)[ok] * scale
+    return f"{a.mean():.{digits}f} ± {a.std():.{digits}f}" if a.size else "diverged"
 
 
 def round_table(run: Run) -> str:
@@ -18,26 +18,30 @@ def round_table(run: Run) -> str:
     Columns: density (% of prunable weights remaining, global and per layer), early-stop
     iteration (minimum validation loss; test loss when the run has no validation set),
     validation and test accuracy (%) at that iteration, and test accuracy (%) at the last
-    iteration. Values are mean ± std over the run's tickets.
+    iteration. Values are mean ± std over the run's tickets that have not diverged; a
+    ``diverged`` column counts the others (NaN or infinite loss or weights).
     """
     if not run.rounds:
         return f"{run.path}: no completed rounds yet"
     first = run.rounds[0].metrics
     layers = list(first["layer_density"])
     on = first["early_stop_on"]
+    any_diverged = any(np.any(rd.metrics["diverged"]) for rd in run.rounds)
     head = ["round", "density %", *[f"{l} %" for l in layers], f"early-stop iter ({on} loss)",
-            "val acc @es %", "test acc @es %", "final test acc %"]
+            "val acc @es %", "test acc @es %", "final test acc %", *(["diverged"] if any_diverged else [])]
     rows = []
     for rd in run.rounds:
         m = rd.metrics
+        ok = ~np.asarray(m["diverged"], bool)
         rows.append([
             str(rd.index),
-            f"{100 * np.mean(m['density']):.2f}",
-            *[f"{100 * np.mean(m['layer_density'][l]):.2f}" for l in layers],
-            _ms(m["early_stop_iteration"], digits=0),
-            _ms(m["val_acc_at_es"], 100) if on == "val" else "n/a",
-            _ms(m["test_acc_at_es"], 100),
-            _ms(m["final_test_acc"], 100),
+            f"{100 * np.mean(m['density'][ok] if ok.any() else m['density']):.2f}",
+            *[f"{100 * np.mean(m['layer_density'][l][ok] if ok.any() else m['layer_density'][l]):.2f}" for l in layers],
+            _ms(m["early_stop_iteration"], ok, digits=0),
+            _ms(m["val_acc_at_es"], ok, 100) if on == "val" else "n/a",
+            _ms(m["test_acc_at_es"], ok, 100),
+            _ms(m["final_test_acc"], ok, 100),
+            *([f"{int((~ok).sum())}/{ok.size}"] if any_diverged else []),
         ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731

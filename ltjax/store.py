@@ -3,22 +3,38 @@
 Layout of ``<out>/<preset>-<config hash>/``::
 
     config.json                 the full configuration
-    theta0/                     orbax: initial params, ticket axis leading
-    theta_k/                    orbax: params at the rewind iteration (strategy=rewind, k > 0)
+    LOCK                        held by the process using the run (see RunLock)
+    theta0/tree/                orbax: initial params, ticket axis leading
+    theta_k/tree/               orbax: params at the rewind iteration (strategy=rewind, k > 0)
     round_000/state/            orbax: {"mask", "params"} (params = trained weights)
     round_000/metrics.json      per-ticket metrics and curves of the round
+    */MANIFEST.json             size and SHA-256 of every file of the directory
 
-A round is written into ``round_NNN.tmp/`` and renamed to ``round_NNN/`` when every file
-is on disk, so a directory named ``round_NNN`` is always a complete round; leftovers of
-an interrupted write are removed when the run resumes.
+A round is written into ``round_NNN.tmp/``, a ``MANIFEST.json`` with the size and SHA-256
+of every file is written last, the files are synced, and the directory is renamed to
+``round_NNN/``: a directory named ``round_NNN`` is always a complete round, and
+:func:`verify` detects one that was truncated or corrupted afterwards. ``theta0/`` and
+``theta_k/`` are committed the same way. Leftovers of an interrupted write (``*.tmp``) are
+removed when the run reopens; nothing else is ever deleted (a corrupted round being
+recomputed is moved aside to ``round_NNN.corrupt-<time>``).
+
+A run directory is used by one process at a time: :class:`RunLock` holds an exclusive
+``flock`` on ``LOCK`` (the kernel drops it when the holder dies, so a killed run never
+leaves a stale lock) and records the holder's pid, host and start time for the message
+another process gets.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
 import json
 import os
 import shutil
+import signal
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +51,131 @@ def run_dir(config: Config, out: str | os.PathLike) -> Path:
     return Path(out) / f"{config.name}-{config.hash()}"
 
 
-def save_tree(path: Path, tree: PyTree) -> None:
+MANIFEST = "MANIFEST.json"
+
+
+class CorruptRunError(RuntimeError):
+    """A committed part of a run directory no longer matches its manifest or can't be read."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run directory."""
+
+
+def fault_point(name: str) -> None:
+    """Test hook: SIGKILL this process at the named moment when ``$LTJAX_FAULT == name``.
+
+    Used by the interruption tests to kill a run between any two steps of a round.
+    """
+    if os.environ.get("LTJAX_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_tree(path: Path, tree: PyTree, fault: str = "") -> None:
     """Save a pytree of arrays with orbax (synchronously; ``None`` leaves are kept)."""
     tree = jax.tree.map(np.asarray, tree)
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(path.absolute(), tree)
+    fault_point(f"{fault}.writing")
     ckpt.wait_until_finished()
 
 
 def load_tree(path: Path) -> PyTree:
     """Restore a pytree saved by :func:`save_tree` as NumPy arrays."""
-    return ocp.StandardCheckpointer().restore(Path(path).absolute())
+    try:
+        return ocp.StandardCheckpointer().restore(Path(path).absolute())
+    except Exception as e:  # orbax/tensorstore raise many kinds on damaged files
+        raise CorruptRunError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from e
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Write the manifest of ``tmp``, sync everything, then rename it to ``final`` (atomic)."""
+    files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(tmp)}
+    (tmp / MANIFEST).write_text(json.dumps(files, indent=1, sort_keys=True))
+    for p in [*_files(tmp), tmp / MANIFEST]:
+        _fsync(p)
+    os.replace(tmp, final)
+    _fsync(final.parent)
+
+
+def verify(path: Path) -> list[str]:
+    """Problems of a committed directory against its manifest (empty list: intact)."""
+    m = path / MANIFEST
+    try:
+        files = json.loads(m.read_text())
+    except (OSError, ValueError) as e:
+        return [f"{m} is missing or unreadable ({type(e).__name__})"]
+    problems = []
+    for rel, want in files.items():
+        p = path / rel
+        if not p.is_file():
+            problems.append(f"{p} is missing")
+        elif p.stat().st_size != want["size"]:
+            problems.append(f"{p} has {p.stat().st_size} bytes, expected {want['size']} (truncated?)")
+        elif _sha256(p) != want["sha256"]:
+            problems.append(f"{p} has SHA-256 {_sha256(p)[:16]}…, expected {want['sha256'][:16]}… (corrupted)")
+    extra = sorted(str(p.relative_to(path)) for p in _files(path) if str(p.relative_to(path)) not in files)
+    problems += [f"{path / e} is not in the manifest" for e in extra]
+    return problems
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a corrupted directory out of the way (kept for inspection, never deleted)."""
+    dest = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, dest)
+    return dest
+
+
+class RunLock:
+    """Exclusive use of a run directory for the life of this object (``with RunLock(d): ...``)."""
+
+    def __init__(self, d: Path):
+        self.path = Path(d) / "LOCK"
+        self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise RunLockedError(
+                f"run directory {self.path.parent} is in use by {holder}; wait for it to finish or stop "
+                "that process (a killed holder releases the lock by itself)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        os.fsync(fd)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
 
 def _write_json(path: Path, obj) -> None:
@@ -69,38 +199,59 @@ def init_run(config: Config, out) -> Path:
         old = Config.from_dict(json.loads(cfg_path.read_text()))
         if old.hash() != config.hash():
             raise ValueError(f"{d} holds a run of a different configuration (hash {old.hash()})")
-    _write_json(cfg_path, config.to_dict())
-    # Writes interrupted by a kill (ours and orbax's own temporaries): never counted as done.
-    for tmp in [*d.glob("*.tmp"), *d.glob("*orbax-checkpoint-tmp*")]:
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    if not cfg_path.exists():
+        _write_json(cfg_path, config.to_dict())
     return d
 
 
+def clear_temporaries(d: Path) -> None:
+    """Remove writes interrupted by a kill (ours and orbax's own); call while holding the lock."""
+    for tmp in [*d.glob("*.tmp"), *d.glob("*orbax-checkpoint-tmp*")]:
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+
+
 def save_once(path: Path, tree: PyTree) -> None:
-    """Save ``tree`` at ``path`` atomically (write ``path.tmp``, then rename)."""
+    """Save ``tree`` at ``path`` atomically (write ``path.tmp`` with a manifest, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_tree(tmp, tree)
-    os.replace(tmp, path)
+    tmp.mkdir()
+    save_tree(tmp / "tree", tree, fault=path.name)
+    fault_point(f"{path.name}.written")
+    _commit(tmp, path)
+
+
+def load_once(path: Path) -> PyTree:
+    """Load what :func:`save_once` saved."""
+    return load_tree(path / "tree")
+
+
+def round_path(d: Path, r: int) -> Path:
+    return d / f"round_{r:03d}"
 
 
 def save_round(d: Path, r: int, mask: PyTree, params: PyTree, metrics: dict) -> None:
-    final = d / f"round_{r:03d}"
     tmp = d / f"round_{r:03d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_tree(tmp / "state", {"mask": mask, "params": params})
+    save_tree(tmp / "state", {"mask": mask, "params": params}, fault=f"round{r}.state")
+    fault_point(f"round{r}.state_saved")
     _write_json(tmp / "metrics.json", metrics)
-    os.replace(tmp, final)
+    fault_point(f"round{r}.metrics_saved")
+    _commit(tmp, round_path(d, r))
+    fault_point(f"round{r}.committed")
+
+
+def load_round_state(d: Path, r: int) -> dict:
+    return load_tree(round_path(d, r) / "state")
 
 
 def completed_rounds(d: Path) -> list[int]:
-    """Rounds 0..n-1 that are complete on disk (stops at the first gap)."""
-    done, r = [], 0
-    while (d / f"round_{r:03d}" / "metrics.json").exists():
-        done.append(r)
-        r += 1
-    return done
+    """Indices of the committed rounds (directories ``round_NNN`` with a manifest), sorted."""
+    out = []
+    for p in d.glob("round_[0-9][0-9][0-9]"):
+        if (p / MANIFEST).exists():
+            out.append(int(p.name[6:]))
+    return sorted(out)
 
 
 class Round:
@@ -112,7 +263,10 @@ class Round:
 
     @functools.cached_property
     def _state(self) -> dict:
-        return load_tree(self.path / "state")
+        try:
+            return load_tree(self.path / "state")
+        except CorruptRunError as e:
+            raise CorruptRunError(f"round {self.index}: {e}") from e
 
     @property
     def mask(self) -> PyTree:
@@ -127,7 +281,10 @@ class Round:
     @functools.cached_property
     def metrics(self) -> dict:
         """Per-ticket metrics: densities, early-stop iteration, accuracies, curves (NumPy)."""
-        m = json.loads((self.path / "metrics.json").read_text())
+        try:
+            m = json.loads((self.path / "metrics.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CorruptRunError(f"round {self.index}: {self.path / 'metrics.json'} cannot be read ({e})") from e
         return _to_numpy(m)
 
     def __repr__(self) -> str:
@@ -151,17 +308,26 @@ class Run:
         if not cfg.exists():
             raise FileNotFoundError(f"{self.path} is not an ltjax run directory (no config.json)")
         self.config = Config.from_dict(json.loads(cfg.read_text()))
-        self.rounds = [Round(self.path / f"round_{r:03d}") for r in completed_rounds(self.path)]
+        done = completed_rounds(self.path)
+        # A round missing in the middle (moved aside as corrupt) ends the usable sequence.
+        n = next((i for i, r in enumerate(done) if r != i), len(done))
+        self.rounds = [Round(round_path(self.path, r)) for r in done[:n]]
 
     @functools.cached_property
     def theta0(self) -> PyTree:
-        return load_tree(self.path / "theta0")
+        return load_once(self.path / "theta0")
 
     @functools.cached_property
     def theta_k(self) -> PyTree:
         """Params at the rewind iteration k (θ0 itself when k = 0 or the strategy is not rewind)."""
         p = self.path / "theta_k"
-        return load_tree(p) if p.exists() else self.theta0
+        return load_once(p) if p.exists() else self.theta0
+
+    def verify(self) -> dict[str, list[str]]:
+        """Problems per committed part (``theta0``, ``theta_k``, ``round 3``, ...); empty when intact."""
+        parts = {name: self.path / name for name in ("theta0", "theta_k") if (self.path / name).exists()}
+        parts.update({f"round {r}": round_path(self.path, r) for r in completed_rounds(self.path)})
+        return {k: v for k, v in ((k, verify(p)) for k, p in parts.items()) if v}
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, rounds={len(self.rounds)}, seeds={self.config.seeds})"

@@ -5,37 +5,71 @@ Where data comes from, in order:
      importing TensorFlow, so a second load of MNIST takes well under a second;
   2. TFDS's prepared dataset in ``data_dir`` (TFDS's default, ``~/tensorflow_datasets``);
   3. TFDS preparing it: from a manual download directory (``manual_dir`` argument, else
-     ``$LTJAX_MANUAL_DIR``) holding the original files, or by TFDS's own download.
+     ``$LTJAX_MANUAL_DIR``) holding the original files, or by TFDS's own download. The
+     manual files are checked first against their recorded size and SHA-256
+     (:func:`verify_manual_files`), so a wrong or corrupted one is named in the error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import numpy as np
+
+
+class FileChecksum(NamedTuple):
+    size: int  # bytes
+    sha256: str  # hex digest
 
 
 class DatasetInfo(NamedTuple):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int
-    files: tuple[str, ...]
+    files: tuple[str, ...]  # the original files a manual download directory must hold
     host: str  # where TFDS downloads from; probed first so offline machines fail fast
+    source: str  # where the original files can be fetched by hand
+    checksums: Mapping[str, FileChecksum]  # per file in ``files``: what TFDS registers for it
 
 
-_IDX_FILES = (
-    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-)
+# Size and SHA-256 of the original files: the values TFDS registers for these datasets
+# (tensorflow_datasets/url_checksums/{mnist,fashion_mnist}.txt), so a file that passes here
+# also passes TFDS's own check. Test-checked against TFDS's registry.
+_MNIST_SUMS = {
+    "train-images-idx3-ubyte.gz": FileChecksum(
+        9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    "train-labels-idx1-ubyte.gz": FileChecksum(
+        28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    "t10k-images-idx3-ubyte.gz": FileChecksum(
+        1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    "t10k-labels-idx1-ubyte.gz": FileChecksum(
+        4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+}
+_FASHION_MNIST_SUMS = {
+    "train-images-idx3-ubyte.gz": FileChecksum(
+        26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+    "train-labels-idx1-ubyte.gz": FileChecksum(
+        29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+    "t10k-images-idx3-ubyte.gz": FileChecksum(
+        4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+    "t10k-labels-idx1-ubyte.gz": FileChecksum(
+        5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+}
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo((0.1307,), (0.3081,), 10, _IDX_FILES, "storage.googleapis.com"),
+    "mnist": DatasetInfo(
+        (0.1307,), (0.3081,), 10, tuple(_MNIST_SUMS), "storage.googleapis.com",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/", _MNIST_SUMS,
+    ),
     "fashion_mnist": DatasetInfo(
-        (0.2860,), (0.3530,), 10, _IDX_FILES, "fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+        (0.2860,), (0.3530,), 10, tuple(_FASHION_MNIST_SUMS),
+        "fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", _FASHION_MNIST_SUMS,
     ),
 }
 
@@ -88,6 +122,7 @@ def _tfds_arrays(name: str, data_dir: str | None, manual_dir: Path | None) -> di
             missing = [f for f in info.files if not (manual_dir / f).exists()]
             if missing:
                 raise unavailable(f"the manual directory lacks {', '.join(missing)}")
+            verify_manual_files(name, manual_dir)  # TFDS's own checksum error is obscure
         elif not _reachable(info.host):
             raise unavailable(f"no manual directory was given and {info.host} cannot be reached to download it")
         config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
@@ -102,6 +137,71 @@ def _tfds_arrays(name: str, data_dir: str | None, manual_dir: Path | None) -> di
         out[f"x_{split}"] = np.asarray(d["image"], np.uint8)
         out[f"y_{split}"] = np.asarray(d["label"], np.int32)
     return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe_mismatch(path: Path, want: FileChecksum) -> str | None:
+    """What is wrong with ``path`` as the original file ``want`` describes, or None if it matches."""
+    if not path.exists():
+        return "found: no such file"
+    if not path.is_file():
+        return "found: not a regular file"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+        digest = _sha256(path)
+    except OSError as e:
+        return f"found: unreadable ({type(e).__name__}: {e.strerror or e})"
+    if size == want.size and digest == want.sha256:
+        return None
+    found = [f"sha256 {digest[:16]}..., {size} bytes"]
+    is_gzip = head[:2] == b"\x1f\x8b"
+    if size < want.size and is_gzip:
+        found.append(f"truncated ({size} of {want.size} bytes)")
+    elif size > want.size and is_gzip:
+        found.append(f"too large ({size - want.size} bytes more than expected)")
+    elif size == want.size:
+        found.append("same size but different content (corrupted)")
+    if not is_gzip:
+        if head[:3] == b"\x00\x00\x08":
+            found.append("not gzip: it looks like the already decompressed IDX file")
+        elif head[:1] == b"<":
+            found.append("not gzip: it looks like an HTML/XML page, e.g. a saved error page")
+        else:
+            found.append("not gzip")
+    return f"found {'; '.join(found)}"
+
+
+def verify_manual_files(name: str, manual_dir: Path) -> None:
+    """Check each of the dataset's files in ``manual_dir`` against its recorded size and SHA-256.
+
+    Raises :class:`DataUnavailableError` naming every bad file with what was expected and what
+    was found. Only reads the files: nothing in ``manual_dir`` is changed or removed.
+    """
+    info = _check_name(name)
+    bad = []
+    for fname, want in info.checksums.items():
+        path = Path(manual_dir) / fname
+        problem = _describe_mismatch(path, want)
+        if problem:
+            bad.append(f"  {path}: expected sha256 {want.sha256} ({want.size} bytes); {problem}")
+    if bad:
+        raise DataUnavailableError(
+            f"dataset {name!r} cannot be prepared from the manual directory {manual_dir}: "
+            f"{len(bad)} of its {len(info.checksums)} files {'is' if len(bad) == 1 else 'are'} "
+            f"not the original:\n" + "\n".join(bad) + "\n"
+            f"Replace {'it' if len(bad) == 1 else 'them'} with the original "
+            f"{'file' if len(bad) == 1 else 'files'} from {info.source} (the still gzipped "
+            f"{', '.join(info.files)}), then run again. The manual directory was left unchanged."
+        )
 
 
 def _reachable(host: str, timeout: float = 5.0) -> bool:
