@@ -9,7 +9,28 @@ from dataclasses import fields
 
 from ltjax.config import Config, ConfigError
 
-_USER_ERRORS = (ConfigError, ValueError, FileNotFoundError)
+# OSError: a --out, run or data path that can't be created or read (not a directory,
+# permission denied, disk full, file name too long) is the user's to fix, not a bug.
+_USER_ERRORS = (ConfigError, ValueError, OSError)
+
+
+def _bench_steps(text: str) -> int:
+    """argparse type of ``bench --steps``: a positive multiple of 100 (the evaluation interval
+    bench measures with); a bad value is a usage error (exit 2) before anything is timed."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 100 <= n <= 2**31 - 1 or n % 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be a positive multiple of 100 "
+                                         f"(bench evaluates every 100 iterations), at most {2**31 - 1}")
+    return n
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        return f"{e.strerror}: {e.filename}"  # not "[Errno 20] Not a directory: '...'"
+    return str(e)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
 
     b = sub.add_parser("bench", help="training throughput vs the machine's measured matmul peak")
-    b.add_argument("--steps", type=int, default=2000, help="timed iterations per measurement")
+    b.add_argument("--steps", type=_bench_steps, default=2000, help="timed iterations per measurement")
     b.add_argument("--full-round", action="store_true",
                    help="also time one full round of lenet_mnist_iclr2019 (needs MNIST)")
     b.add_argument("--manual-dir", default=None)
@@ -87,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         {"run": _cmd_run, "presets": _cmd_presets, "show": _cmd_show, "bench": _cmd_bench}[args.command](args)
     except _USER_ERRORS as e:
-        print(f"ltjax: error: {e}", file=sys.stderr)
+        print(f"ltjax: error: {_message(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # data that can't be found, a run in use or damaged
         from ltjax.data import DataUnavailableError

@@ -8,12 +8,16 @@ so rerunning with more rounds resumes the same run.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import hashlib
 import json
+import math
+import numbers
 import typing
 from dataclasses import dataclass, field, fields
 
-from ltjax import pruning, scores
+from ltjax import controls, pruning, scores
 from ltjax.data import DATASETS
 from ltjax.models import MODELS
 from ltjax.models.initializers import INITIALIZERS
@@ -22,6 +26,19 @@ from ltjax.train import OPTIMIZERS, TrainSpec
 STRATEGIES = ("reset", "rewind", "continue")
 MODES = ("iterative", "oneshot")
 NOT_HASHED = ("name", "rounds")
+# Fields added after runs existed: left out of the hash while at their default, so adding
+# them did not rename existing run directories.
+HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",)}
+
+# Bounds that are not arbitrary: the compiled training program counts iterations (and
+# indexes batches and layers) with 32-bit integers; JAX's PRNG keys hold 32-bit seeds (a
+# larger seed would silently collide with a smaller one); round directories are numbered
+# with three digits (round_000 … round_999); and a run directory ``{name}-{12-char hash}``
+# must fit the 255-byte file-name limit of common file systems.
+INT32_MAX = 2**31 - 1
+SEED_LIMIT = 2**32
+MAX_ROUNDS = 1000
+MAX_NAME_BYTES = 255 - 13
 
 
 class ConfigError(ValueError):
@@ -68,6 +85,9 @@ class Config:
     rounds: int = _f(22, "rounds to run; round 0 trains the dense network")
     seeds: int = _f(1, "number of tickets (seeds seed, seed+1, ...) trained together in one program")
     seed: int = _f(0, "first seed")
+    # controls trained beside the tickets (rounds >= 1)
+    controls: tuple[str, ...] = _f((), "control networks per ticket, e.g. reinit:3,shuffle:3 (reinit | shuffle | reset)")
+    shuffle_layers: tuple[str, ...] = _f(("*",), "layers the shuffle control rearranges (globs)")
 
     # -- derived ---------------------------------------------------------------------------
     def train_spec(self) -> TrainSpec:
@@ -86,18 +106,28 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in NOT_HASHED and not (k in HASHED_IF_SET and tuple(v) == HASHED_IF_SET[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **kw) -> "Config":
         return dataclasses.replace(self, **kw)
 
+    def __post_init__(self):
+        # Normalize equivalent Python values (an int or numpy scalar for a float field, a list
+        # for a tuple) so that equal configurations hash equally and survive config.json.
+        for f in fields(self):
+            object.__setattr__(self, f.name, _normalize(_field_types()[f.name], getattr(self, f.name)))
+
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        """A validated Config from a mapping such as a parsed config.json; wrong types raise ConfigError."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a configuration must be a mapping of field names to values, got {_show(d)}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(_show(k) for k in d if k not in known)
         if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown config keys [{', '.join(unknown)}]; valid keys: {', '.join(sorted(known))}")
         return cls(**{k: _coerce(k, v) for k, v in d.items()}).validate()
 
     def with_overrides(self, assignments: list[str]) -> "Config":
@@ -107,20 +137,28 @@ class Config:
             key, sep, value = a.partition("=")
             key = key.strip()
             if not sep or not key:
-                raise ConfigError(f"--set expects key=value, got {a!r}")
+                raise ConfigError(f"--set expects key=value (see `ltjax presets --fields` for the keys), "
+                                  f"got {_show(a)}")
             updates[key] = parse_value(key, value)
         return dataclasses.replace(self, **updates).validate()
 
     # -- validation ------------------------------------------------------------------------
     def validate(self) -> "Config":
+        """Check every field's type and range; raise ConfigError naming the field, its value and what is allowed."""
+        types = _field_types()
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not _type_ok(types[f.name], v):
+                raise ConfigError(f"{f.name}={_show(v)} is not valid: must be {_describe(types[f.name])}")
+
         def choice(name, allowed):
             v = getattr(self, name)
             if v not in allowed:
-                raise ConfigError(f"{name}={v!r} is not valid; choose one of: {', '.join(sorted(allowed))}")
+                raise ConfigError(f"{name}={_show(v)} is not valid; choose one of: {', '.join(sorted(allowed))}")
 
         def check(name, ok, what):
             if not ok:
-                raise ConfigError(f"{name}={getattr(self, name)!r} is not valid: must be {what}")
+                raise ConfigError(f"{name}={_show(getattr(self, name))} is not valid: must be {what}")
 
         choice("dataset", [*DATASETS, "xor"])
         choice("model", MODELS)
@@ -130,97 +168,217 @@ class Config:
         choice("mode", MODES)
         choice("scope", pruning.SCOPES)
         choice("score", scores.SCORES)
+        name = self.name
+        check("name", name.strip() != "" and name not in (".", "..") and "/" not in name and "\\" not in name
+              and name.isprintable(),
+              "a non-empty name of printable characters without '/' or '\\' (it names the run directory)")
+        check("name", len(name.encode()) <= MAX_NAME_BYTES,
+              f"at most {MAX_NAME_BYTES} bytes long (it names the run directory)")
         check("validation_size", self.validation_size >= 0, "an integer ≥ 0")
-        check("widths", len(self.widths) > 0 and all(w > 0 for w in self.widths), "positive integers, e.g. 300,100")
+        check("split_seed", self.split_seed >= 0, "an integer ≥ 0")
+        check("widths", len(self.widths) > 0 and all(0 < w <= INT32_MAX for w in self.widths),
+              f"positive integers (each ≤ {INT32_MAX}), e.g. 300,100")
         check("init_std", self.init_std > 0, "> 0")
         check("lr", self.lr > 0, "> 0")
         check("momentum", 0 <= self.momentum < 1, "in [0, 1)")
         check("weight_decay", self.weight_decay >= 0, "≥ 0")
         check("lr_drop_factor", self.lr_drop_factor > 0, "> 0")
-        check("lr_drops", all(0 < t < self.iterations for t in self.lr_drops), f"iterations in (0, iterations={self.iterations})")
-        check("warmup_iterations", 0 <= self.warmup_iterations <= self.iterations, f"in [0, iterations={self.iterations}]")
-        check("batch_size", self.batch_size > 0, "a positive integer")
-        check("eval_every", self.eval_every > 0, "a positive integer")
-        check("iterations", self.iterations > 0 and self.iterations % self.eval_every == 0,
-              f"a positive multiple of eval_every={self.eval_every}")
-        check("rewind_iteration", 0 <= self.rewind_iteration < self.iterations and self.rewind_iteration % self.eval_every == 0,
+        check("batch_size", 0 < self.batch_size <= INT32_MAX, f"a positive integer ≤ {INT32_MAX}")
+        check("eval_every", 0 < self.eval_every <= INT32_MAX, f"a positive integer ≤ {INT32_MAX}")
+        check("iterations", 0 < self.iterations <= INT32_MAX and self.iterations % self.eval_every == 0,
+              f"a positive multiple of eval_every={self.eval_every} (at most {INT32_MAX})")
+        check("lr_drops", all(0 < t < self.iterations for t in self.lr_drops),
+              f"iterations in (0, iterations={self.iterations})")
+        check("lr_drops", len(set(self.lr_drops)) == len(self.lr_drops), "distinct iterations")
+        check("warmup_iterations", 0 <= self.warmup_iterations <= self.iterations,
+              f"in [0, iterations={self.iterations}]")
+        if self.rewind_iteration >= self.iterations:
+            raise ConfigError(
+                f"rewind_iteration={self.rewind_iteration} is not valid: it is beyond training, which ends at "
+                f"iterations={self.iterations}; must be a multiple of eval_every={self.eval_every} "
+                f"in [0, iterations={self.iterations})")
+        check("rewind_iteration", 0 <= self.rewind_iteration and self.rewind_iteration % self.eval_every == 0,
               f"a multiple of eval_every={self.eval_every} in [0, iterations={self.iterations})")
         check("prune_rate", 0 < self.prune_rate < 1, "a fraction in (0, 1) of the surviving weights")
+        check("layer_rates", all(p.strip() for p, _ in self.layer_rates),
+              "layer:rate pairs with a non-empty layer name (or glob) before the ':'")
         check("layer_rates", all(0 <= r <= 1 for _, r in self.layer_rates), "layer:rate pairs with rates in [0, 1]")
+        check("layer_rates", len({p for p, _ in self.layer_rates}) == len(self.layer_rates),
+              "layer:rate pairs naming each layer (or glob) once")
+        check("exclude", all(p.strip() for p in self.exclude), "non-empty layer names (or globs)")
+        check("shuffle_layers", len(self.shuffle_layers) > 0 and all(p.strip() for p in self.shuffle_layers),
+              "non-empty layer names (or globs)")
+        try:
+            parsed = controls.parse(self.controls)
+        except ValueError as e:
+            raise ConfigError(f"controls={_show(self.controls)} is not valid: {e}") from None
+        check("controls", not any(n == "reset" for n, _ in parsed) or self.rewind_step() == 0,
+              "without 'reset' when rewinding to k > 0 (reset controls start at iteration 0)")
         check("densities", all(0 < d <= 1 for d in self.densities), "fractions remaining in (0, 1]")
+        check("densities", all(a > b for a, b in zip(self.densities, self.densities[1:])),
+              "strictly decreasing fractions remaining (one per round 1, 2, ...)")
         check("densities", not self.densities or self.mode == "oneshot", "empty unless mode=oneshot")
         check("rounds", self.rounds >= 1, "≥ 1 (round 0 is the dense network)")
+        check("rounds", self.rounds <= MAX_ROUNDS,
+              f"≤ {MAX_ROUNDS} (round directories are numbered round_000 … round_{MAX_ROUNDS - 1})")
         check("rounds", not self.densities or self.rounds <= len(self.densities) + 1,
               f"≤ len(densities)+1 = {len(self.densities) + 1}")
         check("seeds", self.seeds >= 1, "≥ 1")
-        check("seed", self.seed >= 0, "≥ 0")
+        check("seed", 0 <= self.seed < SEED_LIMIT, f"in [0, {SEED_LIMIT - 1}] (JAX seeds are 32-bit)")
+        check("seeds", self.seed + self.seeds <= SEED_LIMIT,
+              f"≤ {SEED_LIMIT} - seed = {SEED_LIMIT - self.seed} (tickets use the 32-bit seeds "
+              f"seed … seed+seeds-1, seed={self.seed})")
         return self
 
 
+@functools.lru_cache(maxsize=None)
+def _field_types_cached() -> tuple:
+    return tuple(typing.get_type_hints(Config).items())
+
+
 def _field_types() -> dict[str, typing.Any]:
-    return typing.get_type_hints(Config)
+    return dict(_field_types_cached())
+
+
+def _show(v, limit: int = 80) -> str:
+    """``repr(v)``, shortened in the middle when long (error messages quote user input)."""
+    r = repr(v)
+    return r if len(r) <= limit else f"{r[:limit // 2]}...{r[-limit // 4:]} ({len(r)} characters)"
+
+
+_WHAT = {int: "an integer like 100 or 5e4", float: "a finite number like 0.1", str: "a string",
+         bool: "true or false"}
+_PLURAL = {int: "integers", float: "finite numbers", str: "strings", bool: "true/false values"}
+
+
+def _describe(tp) -> str:
+    if typing.get_origin(tp) is tuple:
+        inner = typing.get_args(tp)[0]
+        if typing.get_origin(inner) is tuple:
+            return "a list of layer:rate pairs like out:0.1,fc*:0.3 (rates finite numbers)"
+        return f"a comma-separated list of {_PLURAL[inner]}"
+    return _WHAT[tp]
+
+
+def _type_ok(tp, v) -> bool:
+    if typing.get_origin(tp) is tuple:
+        inner = typing.get_args(tp)[0]
+        if not isinstance(v, tuple):
+            return False
+        if typing.get_origin(inner) is tuple:
+            return all(isinstance(x, tuple) and len(x) == 2 and _type_ok(str, x[0]) and _type_ok(float, x[1])
+                       for x in v)
+        return all(_type_ok(inner, x) for x in v)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if tp is float:
+        return isinstance(v, float) and math.isfinite(v)
+    return isinstance(v, tp)
+
+
+def _normalize(tp, v):
+    """Equivalent values to the field's own type (int → float, numpy scalars, lists → tuples); else unchanged."""
+    if typing.get_origin(tp) is tuple:
+        inner = typing.get_args(tp)[0]
+        if isinstance(v, list):
+            v = tuple(v)
+        if not isinstance(v, tuple):
+            return v
+        if typing.get_origin(inner) is tuple:
+            return tuple((_normalize(str, x[0]), _normalize(float, x[1]))
+                         if isinstance(x, (list, tuple)) and len(x) == 2 else x for x in v)
+        return tuple(_normalize(inner, x) for x in v)
+    if isinstance(v, bool):
+        return v
+    if tp is float and isinstance(v, numbers.Real) and type(v) is not float:
+        try:
+            return float(v)
+        except (OverflowError, ValueError, TypeError):
+            return v
+    if tp is int and isinstance(v, numbers.Integral) and type(v) is not int:
+        return int(v)
+    return v
 
 
 def parse_value(key: str, text: str):
     """Parse a ``--set`` value by the field's type: ``300,100`` → (300, 100), ``out:0.1`` → (("out", 0.1),)."""
     types = _field_types()
     if key not in types:
-        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(types))}")
+        close = difflib.get_close_matches(key, list(types), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown config key {_show(key)}{hint}; valid keys: {', '.join(sorted(types))}")
     return _coerce(key, text.strip())
 
 
-def _scalar(key: str, tp, v):
+def _scalar(tp, v):
+    """``v`` (CLI text or a JSON value) as ``tp``; raises ValueError when it is not one."""
+    if tp is str:
+        if not isinstance(v, str):
+            raise ValueError(v)
+        return v
+    if tp is bool:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return v.lower() in ("true", "1", "yes")
+        raise ValueError(v)
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise ValueError(v)  # true/false, null, lists and the like are never numbers
+    if tp is int:
+        if isinstance(v, int):
+            return v
+        if isinstance(v, str):
+            try:
+                return int(v)
+            except ValueError:  # accept 5e4, 2.0
+                v = float(v)
+        if not math.isfinite(v) or not v.is_integer():
+            raise ValueError(v)
+        return int(v)
+    x = float(v)  # OverflowError for an int beyond float range
+    if not math.isfinite(x):
+        raise ValueError(v)
+    return x
+
+
+def _scalar_or_raise(key: str, tp, v, whole=None):
     try:
-        if tp is bool:
-            if isinstance(v, str):
-                if v.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(v)
-                return v.lower() in ("true", "1")
-            return bool(v)
-        if tp is int:
-            if isinstance(v, float) and not v.is_integer():
-                raise ValueError(v)
-            if isinstance(v, str):
-                try:
-                    return int(v)
-                except ValueError:  # accept 5e4, 2.0
-                    x = float(v)
-                    if not x.is_integer():
-                        raise
-                    return int(x)
-            return int(v)
-        if tp is float:
-            x = float(v)
-            if x != x or x in (float("inf"), float("-inf")):
-                raise ValueError(v)
-            return x
-        return str(v)
+        return _scalar(tp, v)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{key}={v!r} is not a valid {tp.__name__}") from None
+        if whole is None:
+            raise ConfigError(f"{key}={_show(v)} is not a valid {tp.__name__}: must be {_WHAT[tp]}") from None
+        raise ConfigError(f"{key}={_show(whole)} is not valid: {_show(v)} is not a valid {tp.__name__} "
+                          f"(must be {_WHAT[tp]})") from None
 
 
 def _coerce(key: str, v):
     """Turn a JSON value or CLI string into the field's Python type, or raise ConfigError."""
     tp = _field_types()[key]
+    whole = v
     if typing.get_origin(tp) is tuple:
         inner = typing.get_args(tp)[0]
         if isinstance(v, str):
-            v = [p for p in v.split(",") if p.strip()] if v.strip() else []
+            v = [p.strip() for p in v.split(",") if p.strip()]
         if not isinstance(v, (list, tuple)):
-            raise ConfigError(f"{key}={v!r} must be a comma-separated list")
+            raise ConfigError(f"{key}={_show(v)} is not valid: must be {_describe(tp)}")
         if typing.get_origin(inner) is tuple:  # layer_rates: ("layer", rate) pairs
             pairs = []
             for item in v:
                 if isinstance(item, str):
                     name, sep, rate = item.partition(":")
                     if not sep or not name.strip():
-                        raise ConfigError(f"{key} expects layer:rate pairs like out:0.1, got {item!r}")
-                    item = (name.strip(), rate)
-                if len(item) != 2:
-                    raise ConfigError(f"{key} expects layer:rate pairs, got {item!r}")
-                pairs.append((str(item[0]), _scalar(key, float, item[1])))
+                        raise ConfigError(f"{key}={_show(whole)} is not valid: {_show(item)} is not a layer:rate "
+                                          f"pair; must be layer:rate pairs like out:0.1,fc*:0.3")
+                    item = (name.strip(), rate.strip())
+                if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
+                    raise ConfigError(f"{key}={_show(whole)} is not valid: {_show(item)} is not a layer:rate pair; "
+                                      f"must be layer:rate pairs like out:0.1,fc*:0.3")
+                try:
+                    rate = _scalar(float, item[1])
+                except (TypeError, ValueError, OverflowError):
+                    raise ConfigError(f"{key}={_show(whole)} is not valid: rate {_show(item[1])} of layer "
+                                      f"{_show(item[0])} is not a finite number; rates must be in [0, 1]") from None
+                pairs.append((item[0], rate))
             return tuple(pairs)
-        return tuple(_scalar(key, inner, x.strip() if isinstance(x, str) else x) for x in v)
-    if isinstance(v, (list, tuple, dict)):
-        raise ConfigError(f"{key}={v!r} must be a single {tp.__name__}")
-    return _scalar(key, tp, v)
+        return tuple(_scalar_or_raise(key, inner, x, whole) for x in v)
+    return _scalar_or_raise(key, tp, v)
