@@ -32,7 +32,7 @@ import numpy as np
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import models, pruning, scores, stopping, store
+from ltjax import controls, models, pruning, scores, stopping, store
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
 from ltjax.train import Curves, device_data, make_trainer
@@ -159,6 +159,7 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, early_on
     curves["step"] = curves["step"][0]  # identical for every ticket
     per_ticket = {k: v for k, v in curves.items() if k != "step"}
     es = stopping.early_stop({**per_ticket, "step": np.broadcast_to(curves["step"], per_ticket["val_loss"].shape)}, early_on)
+    es["convergence_iteration"] = stopping.convergence_iteration(curves["step"], curves["test_acc"])
     bad_loss = ~np.isfinite(curves["train_loss"])
     now = bad_loss.any(axis=1) | ~np.asarray(jax.vmap(_all_finite)(params))
     first_bad = np.where(bad_loss.any(axis=1), curves["step"][np.argmax(bad_loss, axis=1)], -1)
@@ -174,6 +175,54 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, early_on
         "seconds": seconds,
         "curves": curves,
     }
+
+
+def control_starts(config: Config, model: models.Model, r: int, start: PyTree, mask: PyTree,
+                   theta0: PyTree, init_keys: jax.Array) -> tuple[PyTree, PyTree, list[tuple[str, int]]]:
+    """Start weights and masks of round r's control networks, stacked after one another.
+
+    Block order: for each ``(name, count)`` of ``config.controls``, ``count`` blocks of T
+    (one control per ticket). Each control's key is derived from its ticket's init key, the
+    control, its copy index and the round, so controls are reproducible and independent.
+    """
+    specs = controls.parse(config.controls)
+    blocks_p, blocks_m, labels = [], [], []
+    for idx, (name, count) in enumerate(specs):
+        for j in range(count):
+            keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(
+                jax.random.fold_in(k, 7919 + idx), j), r))(init_keys)
+            if name == "reinit":
+                p, m = jax.jit(jax.vmap(lambda k, m: controls.reinit(k, model.init, m)))(keys, mask), mask
+            elif name == "shuffle":
+                p, m = jax.jit(jax.vmap(lambda k, p, m: controls.shuffle(k, p, m, tuple(config.shuffle_layers))))(
+                    keys, start, mask)
+            else:
+                p, m = _apply_mask(theta0, mask), mask
+            blocks_p.append(p)
+            blocks_m.append(m)
+            labels.append((name, j))
+    return _concat(*blocks_p), _concat(*blocks_m), labels
+
+
+def _concat(*trees: PyTree) -> PyTree:
+    """Stack ticket blocks along the ticket axis (``None`` mask leaves stay ``None``)."""
+    return jax.tree.map(lambda *xs: None if xs[0] is None else jnp.concatenate(xs), *trees,
+                        is_leaf=lambda x: x is None)
+
+
+def _control_metrics(r, c_mask, c_params, c_curves, labels, T, early_on) -> dict:
+    """Metrics of the control networks, grouped ``{name: {metric: array (copies, T, ...)}}``."""
+    keep = ("density", "early_stop_iteration", "val_acc_at_es", "test_acc_at_es", "final_test_acc",
+            "convergence_iteration", "diverged")
+    out: dict[str, dict[str, list]] = {}
+    for b, (name, _) in enumerate(labels):
+        sl = lambda t: jax.tree.map(lambda a: a[b * T:(b + 1) * T], t)  # noqa: E731
+        m = round_metrics(r, sl(c_mask), sl(c_params), Curves(*sl(tuple(c_curves))), early_on, 0.0, np.zeros(T, bool))
+        group = out.setdefault(name, {k: [] for k in (*keep, "test_acc_curve")})
+        for k in keep:
+            group[k].append(m[k])
+        group["test_acc_curve"].append(m["curves"]["test_acc"])
+    return {name: {k: np.stack(v) for k, v in g.items()} for name, g in out.items()}
 
 
 class _Bar:
@@ -325,13 +374,28 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         else:
             prev_params = state(r - 1)[1] if r > 0 and config.strategy == "continue" else None
             start, begin = round_start(config, r, theta0, theta_k, prev_params, mask)
+            p_in, m_in, k_in = start, mask, data_keys
+            if r > 0 and config.controls:
+                # Controls train in the same program as their tickets, on the tickets' data order.
+                c_start, c_mask, labels = control_starts(config, model, r, start, mask, theta0, init_keys)
+                n = len(labels)
+                p_in, m_in = _concat(start, c_start), _concat(mask, c_mask)
+                k_in = jnp.concatenate([data_keys] * (n + 1))
             bar.start(f"round {r}", iters - begin)
-            params, curves = trainer(shard_tickets(start, mesh), mask, data_keys, data, begin, iters - begin)
+            params, curves = trainer(shard_tickets(p_in, mesh), shard_tickets(m_in, mesh), shard_tickets(k_in, mesh),
+                                     data, begin, iters - begin)
+            if p_in is not start:
+                tail = lambda t: jax.tree.map(lambda a: a[T:], t)  # noqa: E731
+                head = lambda t: jax.tree.map(lambda a: a[:T], t)  # noqa: E731
+                c_metrics = _control_metrics(r, tail(m_in), tail(params), tail(curves), labels, T, early_on)
+                params, curves = head(params), head(curves)
         jax.block_until_ready(params)
         bar.close()
         store.fault_point(f"round{r}.trained")
 
         metrics = round_metrics(r, mask, params, curves, early_on, time.perf_counter() - t0, frozen)
+        if r > 0 and config.controls:
+            metrics["controls"] = c_metrics
         store.save_round(d, r, mask, params, metrics)
         log(format_round(metrics))
         states[r] = (mask, params, metrics["diverged"])

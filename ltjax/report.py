@@ -43,10 +43,35 @@ def round_table(run: Run) -> str:
             _ms(m["final_test_acc"], ok, 100),
             *([f"{int((~ok).sum())}/{ok.size}"] if any_diverged else []),
         ])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     c = run.config
     title = (f"{run.path}\n{c.name}: {c.seeds} seed(s) from {c.seed}, {c.strategy}"
              f"{f' to iteration {c.rewind_iteration}' if c.strategy == 'rewind' else ''}, {c.mode} {c.scope} "
              f"pruning, {c.iterations} iterations per round; mean ± std over seeds")
-    return "\n".join([title, fmt(head), *map(fmt, rows)])
+    out = [title, *_align(head, rows)]
+    if c.controls:
+        out += ["", "controls (same mask density, trained in the same program): "
+                    "test acc @es % and early-stop iteration, mean ± std over seeds × copies", *_controls_rows(run)]
+    return "\n".join(out)
+
+
+def _align(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    return ["  ".join(c.rjust(w) for c, w in zip(cells, widths)) for cells in [head, *rows]]
+
+
+def _controls_rows(run: Run) -> list[str]:
+    names = [n.partition(":")[0] for n in run.config.controls]
+    head = ["round", "density %", "ticket acc", "ticket es-iter",
+            *[x for n in names for x in (f"{n} acc", f"{n} es-iter")]]
+    rows = []
+    for rd in run.rounds[1:]:
+        m = rd.metrics
+        ok = ~np.asarray(m["diverged"], bool)
+        row = [str(rd.index), f"{100 * np.mean(m['density']):.2f}", _ms(m["test_acc_at_es"], ok, 100),
+               _ms(m["early_stop_iteration"], ok, digits=0)]
+        for n in names:
+            cm = m["controls"][n]
+            cok = ~np.asarray(cm["diverged"], bool)
+            row += [_ms(cm["test_acc_at_es"], cok, 100), _ms(cm["early_stop_iteration"], cok, digits=0)]
+        rows.append(row)
+    return _align(head, rows) if rows else ["(no pruned rounds yet)"]

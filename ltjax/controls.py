@@ -1,0 +1,88 @@
+"""Control experiments for a ticket: what to train beside it to show what makes it win.
+
+Each control maps one ticket's ``(start params, mask)`` to the ``(params, mask)`` a control
+network starts from; all are pure, keyed and vmappable, so controls train in the same
+compiled program as the tickets they control for (see ``Config.controls``).
+
+* ``reinit`` (Frankle & Carbin 2018, control 1): the ticket's architecture (mask) with
+  its surviving weights drawn afresh from the original initialization distribution.
+* ``shuffle`` (control 2): the ticket's starting weights kept, their locations randomized
+  within each layer: a new random mask with the same number of survivors per layer,
+  carrying a random permutation of the ticket's surviving start values (the multiset of
+  values is preserved exactly). The 2018 paper shuffles "each hidden layer"; ``layers``
+  selects which layers are shuffled (the others keep the ticket's mask and values).
+* ``reset``: the ticket's mask on θ0 itself; with ``strategy=continue`` this is how the
+  2018 paper evaluates Han et al.'s continued-training masks (sec. 6.4).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from ltjax import masks as M
+
+PyTree = Any
+CONTROLS = ("reinit", "shuffle", "reset")
+
+
+def reinit(key: jax.Array, init_fn: Callable[[jax.Array], PyTree], mask: PyTree) -> PyTree:
+    """Fresh weights from ``init_fn`` (the original distribution) on the ticket's mask."""
+    return M.apply_mask(init_fn(key), mask)
+
+
+def _shuffle_leaf(key: jax.Array, values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    flat_v, flat_m = values.reshape(-1), mask.reshape(-1)
+    n = flat_m.shape[0]
+    alive = jnp.sum(flat_m, dtype=jnp.int32)
+    first = jnp.arange(n) < alive
+    survivors = flat_v[jnp.argsort(~flat_m, stable=True)]  # surviving values first, in position order
+    # One uniform permutation sends the k-th survivor to position perm[k]: the survivors land
+    # on a uniformly random set of positions in a uniformly random order.
+    perm = jax.random.permutation(key, n)
+    new_vals = jnp.zeros(n, values.dtype).at[perm].set(jnp.where(first, survivors, jnp.zeros((), values.dtype)))
+    new_mask = jnp.zeros(n, bool).at[perm].set(first)
+    return new_vals.reshape(values.shape), new_mask.reshape(mask.shape)
+
+
+def shuffle(key: jax.Array, params: PyTree, mask: PyTree, layers: tuple[str, ...] = ("*",)) -> tuple[PyTree, PyTree]:
+    """Randomize the locations of the ticket's surviving ``params`` within each selected layer.
+
+    Returns ``(params, mask)``: per layer the same survivor count and the same multiset of
+    surviving values, at uniformly random positions. Unprunable leaves are unchanged.
+    """
+    flat_m, treedef = jax.tree_util.tree_flatten_with_path(mask, is_leaf=lambda x: x is None)
+    flat_p = treedef.flatten_up_to(params)
+    keys = jax.random.split(key, len(flat_m))
+    new_p, new_m = [], []
+    for (path, m), p, k in zip(flat_m, flat_p, keys):
+        name = M.layer_name(path)
+        if m is None or not any(fnmatch.fnmatchcase(name, g) for g in layers):
+            new_p.append(p if m is None else jnp.where(m, p, jnp.zeros((), p.dtype)))
+            new_m.append(m)
+            continue
+        v, nm = _shuffle_leaf(k, p, m)
+        new_p.append(v)
+        new_m.append(nm)
+    return jax.tree_util.tree_unflatten(treedef, new_p), jax.tree_util.tree_unflatten(treedef, new_m)
+
+
+def parse(spec: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``("reinit:3", "shuffle")`` → ``[("reinit", 3), ("shuffle", 1)]``; raises on unknown names."""
+    out = []
+    for item in spec:
+        name, _, count = item.partition(":")
+        if name not in CONTROLS:
+            raise ValueError(f"unknown control {name!r} in controls={','.join(spec)!r}; valid controls: "
+                             f"{', '.join(CONTROLS)} (optionally with a count, e.g. reinit:3)")
+        try:
+            c = int(count) if count else 1
+        except ValueError:
+            raise ValueError(f"control count in {item!r} must be a positive integer") from None
+        if c < 1:
+            raise ValueError(f"control count in {item!r} must be a positive integer")
+        out.append((name, c))
+    return out
