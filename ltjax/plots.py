@@ -42,3 +42,103 @@ def accuracy_vs_density(run: Run, path: str | None = None):
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def _pyplot(path):
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def survivor_init_histograms(run: Run, densities=(1.0, 0.512, 0.168, 0.055), path: str | None = None,
+                             on: str = "hidden", bins: int = 60, rtol: float | None = 0.05,
+                             layer_order=None):
+    """Figure 9 of Frankle & Carbin (2018): initial values of the weights that survive pruning.
+
+    One panel per target density (the round closest to it, see
+    :func:`ltjax.analysis.select_rounds`; ``on="hidden"`` matches the paper's "pruned to
+    51.2%"), one line per layer: the histogram of ``theta0`` at the round's surviving
+    positions, pooled over all tickets, normalized to a probability density so that layers
+    of different size share an axis. Bin edges are common to all panels (the range of
+    ``theta0``'s kernels). Returns the figure; saves it if ``path``.
+    """
+    from ltjax import analysis as A
+
+    plt = _pyplot(path)
+    rounds = A.select_rounds(run, densities, on, rtol, layer_order)
+    dens = A.round_densities(run, on, layer_order)
+    full = A.survivor_init_values(run.theta0, run.rounds[0].mask)
+    order = list(layer_order) if layer_order is not None else A.mlp_layer_order(list(full))
+    lo = min(float(v.min()) for v in full.values() if v.size)
+    hi = max(float(v.max()) for v in full.values() if v.size)
+    edges = np.linspace(lo, hi, bins + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    fig, axes = plt.subplots(1, len(rounds), figsize=(3.6 * len(rounds), 3.2), sharex=True, squeeze=False)
+    for ax, r in zip(axes[0], rounds):
+        vals = A.survivor_init_values(run.theta0, run.rounds[r].mask)
+        for i, name in enumerate(order):
+            v = vals[name]
+            h = np.histogram(v, edges, density=True)[0] if v.size else np.zeros(bins)
+            ax.plot(centers, h, color=f"C{i}", label=f"{name} ({v.size})")
+        ax.set_title(f"{100 * dens[r]:.3g}% remaining (round {r})", fontsize=10)
+        ax.set_xlabel("initial weight")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("density of survivors")
+    fig.suptitle(f"{run.config.name}: initial values of surviving weights ({on} density)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def incoming_connectivity(run: Run, densities=(0.8, 0.168, 0.055), path: str | None = None,
+                          on: str = "hidden", aggregate: str = "mean", remove_dead: bool = True,
+                          rtol: float | None = 0.05, layer_order=None):
+    """Figure 10 of Frankle & Carbin (2018): surviving incoming connections per unit, sorted.
+
+    One panel per layer (input to output), one line per target density (the round closest
+    to it, see :func:`ltjax.analysis.select_rounds`). Each ticket's mask first loses the
+    edges with no path to an output unit (``remove_dead``, the paper's footnote 7; see
+    :func:`ltjax.analysis.prune_dead_edges`), then each unit's incoming connections are
+    counted and sorted in descending order; ``aggregate="mean"`` averages the sorted curves
+    over tickets rank by rank, ``"pool"`` sorts all tickets' units together (plotted at
+    x = position / T so the axis stays in units of one network). Returns the figure; saves
+    it if ``path``.
+    """
+    from ltjax import analysis as A
+    from ltjax import masks as M
+
+    plt = _pyplot(path)
+    rounds = A.select_rounds(run, densities, on, rtol, layer_order)
+    dens = A.round_densities(run, on, layer_order)
+    first = run.rounds[0].mask
+    order = list(layer_order) if layer_order is not None else A.mlp_layer_order(M.layer_names(first))
+    fig, axes = plt.subplots(1, len(order), figsize=(3.8 * len(order), 3.2), squeeze=False)
+    for k, r in enumerate(rounds):
+        mask = run.rounds[r].mask
+        if remove_dead:
+            mask = A.prune_dead_edges(mask, order)
+        counts = A.incoming_counts(mask)
+        for ax, name in zip(axes[0], order):
+            c = np.asarray(counts[name])
+            t = c.shape[0] if c.ndim == 2 else 1
+            y = A.aggregate_counts(c, aggregate)
+            ax.plot(np.arange(y.size) / (t if aggregate == "pool" else 1), y, color=f"C{k}",
+                    label=f"{100 * dens[r]:.3g}% (round {r})")
+    for ax, name in zip(axes[0], order):
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("unit (sorted by connections)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("incoming connections")
+    fig.suptitle(f"{run.config.name}: surviving incoming connections per unit ({aggregate} over tickets)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
