@@ -113,7 +113,8 @@ def _stats(conv, acc_at_conv, m) -> dict:
     return {
         "converged": f"{int(converged.sum())}/{converged.size}",
         "convergence_iteration": f(conv, converged),
-        "test_acc_at_convergence": f(np.asarray(acc_at_conv), converged),
+        # at the convergence iteration; at the last iteration for networks that never met the rule
+        "test_acc_at_convergence": f(np.asarray(acc_at_conv), ok),
         "early_stop_iteration": f(np.asarray(m["early_stop_iteration"], np.float64), ok),
         "test_acc_at_es": f(np.asarray(m["test_acc_at_es"]), ok),
         "final_test_acc": f(np.asarray(m["final_test_acc"]), ok),
