@@ -1,0 +1,296 @@
+"""The XOR study (ltjax.xor): unit scores and unit pruning on a hand-built network, one-shot
+and iterative protocols, reset to θ0, the two success criteria, and a small end-to-end run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ltjax import masks as M
+from ltjax import xor as X
+
+# Hand-built 2-4-1 network. Per unit j (columns of W1, rows of w2):
+#   Σ_i |W1[i, j]|       = 4.0, 0.6, 1.0, 0.1   → input magnitude (mean) = 2.0, 0.3, 0.5, 0.05
+#   |w2[j]|              = 0.1, 2.0, 3.0, 5.0   → output magnitude
+#   |w2[j]| · Σ|W1[:,j]| = 0.4, 1.2, 3.0, 0.5   → magnitude product
+W1 = np.array([[1.0, -0.2, 0.5, 0.0],
+               [-3.0, 0.4, 0.5, 0.1]], np.float32)
+W2 = np.array([[0.1], [-2.0], [3.0], [5.0]], np.float32)
+HAND = {"fc1": {"kernel": jnp.asarray(W1), "bias": jnp.zeros(4)},
+        "out": {"kernel": jnp.asarray(W2), "bias": jnp.zeros(1)}}
+HAND_SCORES = {
+    "input_magnitude": [2.0, 0.3, 0.5, 0.05],
+    "output_magnitude": [0.1, 2.0, 3.0, 5.0],
+    "magnitude_product": [0.4, 1.2, 3.0, 0.5],
+}
+# Units left after removing the 2 lowest-scoring of the 4, by hand from the scores above.
+HAND_SURVIVORS_OF_2 = {
+    "input_magnitude": [0, 2],    # removes 3 (0.05) and 1 (0.3)
+    "output_magnitude": [2, 3],   # removes 0 (0.1) and 1 (2.0)
+    "magnitude_product": [1, 2],  # removes 0 (0.4) and 3 (0.5)
+}
+HAND_SURVIVORS_OF_1 = {"input_magnitude": [0, 1, 2], "output_magnitude": [1, 2, 3], "magnitude_product": [1, 2, 3]}
+
+
+def _full_mask(params):
+    return M.make_mask(params, lambda p, x: M.path_str(p).endswith("kernel"))
+
+
+def _stack(tree, T):
+    return jax.tree.map(lambda a: None if a is None else jnp.stack([a] * T), tree, is_leaf=lambda x: x is None)
+
+
+# -- unit scores and pruning ---------------------------------------------------------------
+
+@pytest.mark.parametrize("heuristic", X.HEURISTICS)
+def test_unit_scores_match_hand_computation(heuristic):
+    np.testing.assert_allclose(X.unit_scores(HAND, heuristic), HAND_SCORES[heuristic], rtol=1e-6)
+
+
+def test_unknown_heuristic_names_the_valid_ones():
+    with pytest.raises(ValueError, match="input_magnitude, output_magnitude, magnitude_product"):
+        X.unit_scores(HAND, "l2")
+
+
+@pytest.mark.parametrize("k, expected", [(1, HAND_SURVIVORS_OF_1), (2, HAND_SURVIVORS_OF_2)])
+@pytest.mark.parametrize("heuristic", X.HEURISTICS)
+def test_prune_step_removes_the_hand_computed_units(heuristic, k, expected):
+    mask = X.prune_step(_stack(HAND, 1), _stack(_full_mask(HAND), 1), heuristic, k)
+    alive = np.flatnonzero(np.asarray(X.alive_units(jax.tree.map(lambda a: a[0], mask))))
+    assert alive.tolist() == expected[heuristic]
+
+
+def test_prune_units_ties_remove_lower_index_and_skip_dead_units():
+    alive = jnp.array([True] * 4)
+    assert X.prune_units(jnp.ones(4), alive, 2).tolist() == [False, False, True, True]
+    # Unit 0 is already dead (its score, the lowest, must not use up the budget); 2 and 3 tie.
+    alive = jnp.array([False, True, True, True])
+    assert X.prune_units(jnp.array([0.0, 5.0, 1.0, 1.0]), alive, 1).tolist() == [False, True, False, True]
+    assert X.prune_units(jnp.array([0.0, 5.0, 1.0, 1.0]), alive, 0).tolist() == alive.tolist()
+
+
+def test_prune_units_refuses_more_than_alive():
+    with pytest.raises(ValueError, match="only 2 are alive"):
+        X.prune_units(jnp.ones(4), jnp.array([True, False, True, False]), 3)
+
+
+def test_prune_step_refuses_more_than_the_fewest_alive():
+    mask = _stack(X.unit_mask(_full_mask(HAND), jnp.array([True, False, True, False])), 3)
+    with pytest.raises(ValueError, match="only 2 alive"):
+        X.prune_step(_stack(HAND, 3), mask, "magnitude_product", 3)
+
+
+def test_pruned_unit_weights_are_ignored_by_scores():
+    """A removed unit's stale (nonzero) trained weights must not revive it or use up the budget."""
+    mask = X.unit_mask(_full_mask(HAND), jnp.array([True, True, True, False]))
+    new = X.prune_step(_stack(HAND, 1), _stack(mask, 1), "output_magnitude", 1)  # unit 3 has |w2| = 5
+    assert np.asarray(X.alive_units(jax.tree.map(lambda a: a[0], new))).tolist() == [False, True, True, False]
+
+
+def test_masks_remove_whole_units_only_shrink_and_leave_biases_alone():
+    T, model = 6, X.network(10)
+    params = jax.vmap(model.init)(jax.random.split(jax.random.PRNGKey(3), T))
+    mask = jax.vmap(_full_mask)(params)
+    prev = np.ones((T, 10), bool)
+    for heuristic, k in [("magnitude_product", 3), ("input_magnitude", 2), ("output_magnitude", 4)]:
+        mask = X.prune_step(params, mask, heuristic, k)
+        fc1, out = np.asarray(mask["fc1"]["kernel"]), np.asarray(mask["out"]["kernel"])
+        assert mask["fc1"]["bias"] is None and mask["out"]["bias"] is None
+        assert (fc1 == fc1[:, :1, :]).all(), "an incoming column is partly pruned"
+        assert (fc1[:, 0, :] == out[:, :, 0]).all(), "incoming and outgoing weights of a unit disagree"
+        alive = fc1[:, 0, :]
+        assert not (alive & ~prev).any(), "a removed unit came back"
+        prev = alive
+    assert (X.num_alive(mask) == 10 - 3 - 2 - 4).all()
+
+
+def test_pruned_10_unit_network_computes_exactly_the_2_unit_network():
+    """Masked 10-unit forward = 2-unit network of the survivors, also with nonzero hidden biases."""
+    big, small = X.network(10), X.network(2)
+    params = big.init(jax.random.PRNGKey(0))
+    params["fc1"]["bias"] = jnp.linspace(-0.3, 0.4, 10)
+    params["out"]["bias"] = jnp.array([0.2])
+    keep = np.array([3, 7])
+    alive = jnp.zeros(10, bool).at[keep].set(True)
+    masked = M.apply_mask(params, X.unit_mask(_full_mask(params), alive))
+    sliced = {"fc1": {"kernel": params["fc1"]["kernel"][:, keep], "bias": params["fc1"]["bias"][keep]},
+              "out": {"kernel": params["out"]["kernel"][keep], "bias": params["out"]["bias"]}}
+    x, _ = X.xor_data()
+    np.testing.assert_allclose(big.apply(masked, x), small.apply(sliced, x), rtol=0, atol=1e-7)
+
+
+# -- protocols: counts, reset to θ0 ----------------------------------------------------------
+
+class _RecordingTrain:
+    """Stand-in trainer that records its inputs and 'trains' to θ ⊙ mask."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, params, mask):
+        self.calls.append((params, mask))
+        return M.apply_mask(params, mask)
+
+
+def _theta0(T=5, h=10, seed=1):
+    model = X.network(h)
+    return X.init_trials(model, jax.random.PRNGKey(seed), T)
+
+
+def _flip_units(params):
+    """Reverse the order of the hidden units (θ0 of unit j moves to unit h-1-j)."""
+    return {"fc1": {"kernel": params["fc1"]["kernel"][..., ::-1], "bias": params["fc1"]["bias"][..., ::-1]},
+            "out": {"kernel": params["out"]["kernel"][:, ::-1], "bias": params["out"]["bias"]}}
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_one_shot_prunes_once_per_target_and_trains_from_theta0():
+    theta0, mask0, _ = _theta0()
+    trained = _flip_units(theta0)  # stands for the trained dense network: a different unit ranking
+    train = _RecordingTrain()
+    tickets = X.one_shot(train, theta0, mask0, trained, "magnitude_product", (4, 2))
+    by_trained = X.prune_step(trained, mask0, "magnitude_product", 8)
+    assert _same(tickets[2].mask, by_trained) and not _same(by_trained, X.prune_step(theta0, mask0, "magnitude_product", 8))
+    assert sorted(tickets) == [2, 4] and len(train.calls) == 2
+    assert [X.num_alive(m).tolist() for _, m in train.calls] == [[4] * 5, [2] * 5]
+    for params, _ in train.calls:
+        assert _same(params, theta0), "a ticket did not start from θ0"
+    # The 2-unit ticket's units are a subset of the 4-unit ticket's (same scores, fewer kept).
+    a4 = np.asarray(jax.vmap(X.alive_units)(tickets[4].mask))
+    a2 = np.asarray(jax.vmap(X.alive_units)(tickets[2].mask))
+    assert not (a2 & ~a4).any()
+
+
+def test_iterative_removes_two_units_per_round_and_resets_each_round():
+    theta0, mask0, _ = _theta0()
+    trained = _flip_units(theta0)
+    train = _RecordingTrain()
+    tickets = X.iterative(train, theta0, mask0, trained, "input_magnitude", (4, 2))
+    assert sorted(tickets) == [2, 4]
+    assert [X.num_alive(m).tolist() for _, m in train.calls] == [[8] * 5, [6] * 5, [4] * 5, [2] * 5]
+    for params, _ in train.calls:
+        assert _same(params, theta0)
+    # Round 1 scores the trained dense network; round r+1 scores round r's trained ticket.
+    masks = [mask0] + [m for _, m in train.calls]
+    scored = [trained] + [M.apply_mask(theta0, m) for m in masks[1:]]
+    for r in range(4):
+        assert _same(masks[r + 1], X.prune_step(scored[r], masks[r], "input_magnitude", 2))
+    assert _same(tickets[2].mask, train.calls[-1][1]) and _same(tickets[4].mask, train.calls[2][1])
+
+
+@pytest.mark.parametrize("heuristic", X.HEURISTICS)
+def test_iterative_equals_one_shot_when_training_changes_nothing(heuristic):
+    """If 'training' returns θ0 ⊙ mask, repeatedly removing the 2 lowest survivors removes the
+    8 lowest overall: iterative and one-shot must choose the same units."""
+    theta0, mask0, _ = _theta0(T=16)
+    it = X.iterative(_RecordingTrain(), theta0, mask0, theta0, heuristic, (2,))
+    os_ = X.one_shot(_RecordingTrain(), theta0, mask0, theta0, heuristic, (2,))
+    assert _same(it[2].mask, os_[2].mask)
+
+
+def test_iterative_rejects_unreachable_targets():
+    theta0, mask0, _ = _theta0(T=2)
+    with pytest.raises(ValueError, match=r"targets \[3\]"):
+        X.iterative(_RecordingTrain(), theta0, mask0, theta0, "magnitude_product", (3,))
+
+
+# -- success criteria -------------------------------------------------------------------------
+
+Y = np.array([0, 1, 1, 0])
+
+
+@pytest.mark.parametrize("logits, db, zl", [
+    ([-10.0, 10.0, 10.0, -10.0], True, True),      # hard 0/1: BCE = log(1+e^-10) ≈ 4.5e-5 per point
+    ([-1.0, 1.0, 1.0, -1.0], True, False),         # right side of 0.5 everywhere, BCE ≈ 0.31
+    ([-10.0, 10.0, 10.0, 0.0], False, False),      # output exactly 0.5 at (1,1): on neither side
+    ([-10.0, 10.0, -10.0, -10.0], False, False),   # (1,0) misclassified
+    ([10.0, -10.0, -10.0, 10.0], False, False),    # every point wrong, confidently
+    ([-7.0, 7.0, 7.0, -7.0], True, True),          # BCE ≈ 9.1e-4 ≤ 1e-3
+    ([-7.0, 7.0, 6.0, -7.0], True, False),         # one point at BCE ≈ 2.5e-3 > 1e-3
+])
+def test_success_criteria_on_hand_made_logits(logits, db, zl):
+    z = jnp.asarray(logits)
+    assert bool(X.decision_boundary_correct(z, Y)) is db
+    assert bool(X.zero_loss(z, Y)) is zl
+
+
+def test_per_point_loss_is_bce_and_criteria_batch():
+    z = jnp.array([[-2.0, 0.5, 3.0, 1.0], [-10.0, 10.0, 10.0, -10.0]])
+    p = 1 / (1 + np.exp(-np.asarray(z, np.float64)))
+    bce = -(Y * np.log(p) + (1 - Y) * np.log(1 - p))
+    np.testing.assert_allclose(X.per_point_loss(z, Y), bce, rtol=1e-5)
+    assert X.decision_boundary_correct(z, Y).tolist() == [False, True]
+    assert X.zero_loss(z, Y).tolist() == [False, True]
+    assert X.zero_loss(z, Y, threshold=2.0).tolist() == [True, True]
+
+
+def test_footnote_2_network_succeeds_on_both_criteria():
+    """The paper's hand-made solution: W1 = [[n, -n], [-n, n]], w2 = [1, 1], output bias -n/2;
+    its outputs approach hard 0/1 as n grows."""
+    model = X.network(2)
+
+    def net(n):
+        return {"fc1": {"kernel": jnp.array([[n, -n], [-n, n]]), "bias": jnp.zeros(2)},
+                "out": {"kernel": jnp.ones((2, 1)), "bias": jnp.array([-n / 2])}}
+
+    ok = X.success(model, _stack(net(1.0), 1))
+    assert ok.db.tolist() == [True] and ok.zl.tolist() == [False]      # logits ±0.5
+    ok = X.success(model, _stack(net(20.0), 1))
+    assert ok.db.tolist() == [True] and ok.zl.tolist() == [True]       # logits ±10
+
+
+# -- end to end: the real trainer ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dense_run():
+    T, model = 32, X.network(10)
+    theta0, mask, keys = X.init_trials(model, jax.random.PRNGKey(0), T)
+    train = X.make_train_fn(model, keys, iterations=2000)
+    return model, theta0, mask, train, train(theta0, mask)
+
+
+def test_dense_10_unit_network_finds_the_boundary_in_most_trials(dense_run):
+    model, *_, trained = dense_run
+    ok = X.success(model, trained)
+    assert np.mean(ok.db) >= 0.75, f"only {np.mean(ok.db):.0%} of 32 dense networks found the boundary"
+
+
+def test_iterative_tickets_train_from_theta0_with_removed_units_frozen_at_zero(dense_run):
+    model, theta0, mask, train, trained = dense_run
+    tickets = X.iterative(train, theta0, mask, trained, "magnitude_product", (2,))
+    ticket = tickets[2]
+    alive = np.asarray(jax.vmap(X.alive_units)(ticket.mask))
+    assert (alive.sum(1) == 2).all()
+    w1, w2 = np.asarray(ticket.params["fc1"]["kernel"]), np.asarray(ticket.params["out"]["kernel"])
+    b1 = np.asarray(ticket.params["fc1"]["bias"])
+    assert (w1[~np.broadcast_to(alive[:, None, :], w1.shape)] == 0).all()
+    assert (w2[:, :, 0][~alive] == 0).all()
+    assert (b1[~alive] == 0).all(), "a removed unit's bias moved: it must get zero gradient"
+    # The tickets beat random 2-unit networks (about 19% at full length) by a wide margin.
+    ok = X.success(model, ticket.params)
+    assert np.mean(ok.db) >= 0.5, f"only {np.mean(ok.db):.0%} of 2-unit tickets found the boundary"
+
+
+def test_training_a_ticket_equals_training_the_small_network(dense_run):
+    """Reset exactness end to end: retraining the 10-wide masked ticket from θ0 gives the same
+    function as training a 2-unit network initialized with the survivors' θ0 values."""
+    model, theta0, mask, train, trained = dense_run
+    T = 4
+    sub = lambda t: jax.tree.map(lambda a: a[:T], t)  # noqa: E731
+    new_mask = X.prune_step(sub(trained), sub(mask), "magnitude_product", 8)
+    keys = jax.random.split(jax.random.PRNGKey(0), 32)[:T]
+    big = X.make_train_fn(model, keys, iterations=500)(sub(theta0), new_mask)
+    idx = np.stack([np.flatnonzero(a) for a in np.asarray(jax.vmap(X.alive_units)(new_mask))])  # (T, 2)
+    th = jax.tree.map(np.asarray, sub(theta0))
+    small_theta = {
+        "fc1": {"kernel": np.take_along_axis(th["fc1"]["kernel"], idx[:, None, :], 2),
+                "bias": np.take_along_axis(th["fc1"]["bias"], idx, 1)},
+        "out": {"kernel": np.take_along_axis(th["out"]["kernel"], idx[:, :, None], 1), "bias": th["out"]["bias"]},
+    }
+    small_model = X.network(2)
+    small_mask = jax.vmap(_full_mask)(small_theta)
+    small = X.make_train_fn(small_model, keys, iterations=500)(small_theta, small_mask)
+    np.testing.assert_allclose(X.logits_on_xor(model, big), X.logits_on_xor(small_model, small), atol=1e-5)
