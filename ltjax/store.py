@@ -147,7 +147,12 @@ def move_aside(path: Path) -> Path:
 
 
 class RunLock:
-    """Exclusive use of a run directory for the life of this object (``with RunLock(d): ...``)."""
+    """Exclusive use of a run directory for the life of this object (``with RunLock(d): ...``).
+
+    Uses ``fcntl.flock``: reliable on local filesystems (Linux, macOS, Colab's disk); some
+    network filesystems do not honour it across hosts, so don't share one run directory
+    between machines.
+    """
 
     def __init__(self, d: Path):
         self.path = Path(d) / "LOCK"
