@@ -158,6 +158,17 @@ def plot(results: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def anatomy(run, out: Path) -> None:
+    """Section 5: survivors' initial weights (Figure 9) and per-unit connectivity (Figure 10),
+    for the densities the paper shows that this run reached."""
+    from ltjax import analysis, plots
+
+    dens = analysis.round_densities(run)
+    reached = lambda targets: tuple(t for t in targets if min(dens) <= t * 1.05)  # noqa: E731
+    plots.survivor_init_histograms(run, densities=reached((1.0, 0.512, 0.168, 0.055)), path=str(out / "figure9.png"))
+    plots.incoming_connectivity(run, densities=reached((0.8, 0.168, 0.055)), path=str(out / "figure10.png"))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["iterative", "oneshot", "sweep-std", "sweep-size", "sweep-rate", "continue"])
@@ -180,6 +191,8 @@ def main():
         print(report.round_table(run))
         results[label] = summarize(run)
         meta[label] = {"run_dir": str(run.path), "config": cfg.to_dict()}
+    if a.mode == "iterative":
+        anatomy(run, out)
     (out / f"{a.mode}.json").write_text(json.dumps({"results": results, "runs": meta}, indent=1))
     plot(results, out / f"{a.mode}.png", f"Frankle & Carbin 2018, {a.mode} ({'quick' if a.quick else 'full'})")
     print(f"wrote {out / (a.mode + '.json')} and {out / (a.mode + '.png')}")

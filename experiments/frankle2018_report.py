@@ -79,7 +79,13 @@ def iterative_section(data: dict) -> list[str]:
             else:
                 cells += ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![iterative](frankle2018/iterative.png)", ""]
+    lines += ["", "![iterative](frankle2018/iterative.png)", "",
+              "### Ticket anatomy (sec. 5, Figures 9–10)", "",
+              "Initial values of the surviving weights per layer (Figure 9: the paper sees the centre of the",
+              "distribution hollowed out in the hidden layers as pruning proceeds), and surviving incoming",
+              "connections per unit after removing edges with no path to an output unit (Figure 10), at the",
+              "paper's densities that this run reached (density of the hidden layers).", "",
+              "![figure 9](frankle2018/figure9.png)", "", "![figure 10](frankle2018/figure10.png)", ""]
     return lines
 
 
