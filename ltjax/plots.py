@@ -13,12 +13,7 @@ def accuracy_vs_density(run: Run, path: str | None = None):
     Mean over tickets with ± std error bars, as in Frankle & Carbin's figures. Density is
     the percentage of prunable weights remaining. Returns the figure; saves it if ``path``.
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot(path)
     ms = [rd.metrics for rd in run.rounds]
     dens = np.array([100 * np.mean(m["density"]) for m in ms])
     acc = np.array([100 * m["test_acc_at_es"] for m in ms])
@@ -37,7 +32,11 @@ def accuracy_vs_density(run: Run, path: str | None = None):
         a.invert_xaxis()
         a.set_xlabel("weights remaining (%)")
         a.grid(alpha=0.3)
-    fig.suptitle(f"{run.config.name}: {run.config.strategy}, {run.config.seeds} seed(s)")
+    return _finish(fig, f"{run.config.name}: {run.config.strategy}, {run.config.seeds} seed(s)", path)
+
+
+def _finish(fig, title: str, path: str | None):
+    fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
@@ -89,11 +88,7 @@ def survivor_init_histograms(run: Run, densities=(1.0, 0.512, 0.168, 0.055), pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("density of survivors")
-    fig.suptitle(f"{run.config.name}: initial values of surviving weights ({on} density)")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, f"{run.config.name}: initial values of surviving weights ({on} density)", path)
 
 
 def incoming_connectivity(run: Run, densities=(0.8, 0.168, 0.055), path: str | None = None,
@@ -137,8 +132,4 @@ def incoming_connectivity(run: Run, densities=(0.8, 0.168, 0.055), path: str | N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("incoming connections")
-    fig.suptitle(f"{run.config.name}: surviving incoming connections per unit ({aggregate} over tickets)")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, f"{run.config.name}: surviving incoming connections per unit ({aggregate} over tickets)", path)
