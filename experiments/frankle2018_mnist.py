@@ -130,7 +130,7 @@ def plot(results: dict, path: Path, title: str) -> None:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for label, rows in results.items():
-        series = [k for k in rows[0] if isinstance(rows[0][k], dict) and "converged" in rows[0][k]]
+        series = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, dict) and "converged" in v))
         for s in series:
             pts = [(100 * r["density"], r[s]) for r in rows if s in r and r[s]["convergence_iteration"][0] is not None]
             if not pts:
@@ -152,7 +152,7 @@ def plot(results: dict, path: Path, title: str) -> None:
         a.grid(alpha=0.3)
     if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(f"{title}; lines stop where no network met the convergence rule")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -13,14 +13,23 @@ import json
 from pathlib import Path
 
 ACC = "test_acc_at_convergence"
+FINAL = "final_test_acc"
 
 
 def _dropoff(rows: list[dict], series: str, base: float, drop: float = 0.0015) -> float | None:
-    """First density (%), going down, at which accuracy is more than ``drop`` below ``base``
-    (the paper: "accuracy begins dropping off (more than 0.15% lower than the original")."""
-    pts = [(100 * r["density"], r[series][ACC][0]) for r in rows if series in r and r[series][ACC][0] is not None]
-    below = [d for d, a in pts if a < base - drop]
-    return max(below) if below else None
+    """Density (%) at which final test accuracy falls, for good, more than ``drop`` below
+    ``base`` (the paper: "accuracy begins dropping off (more than 0.15% lower than the
+    original network's accuracy) when the network is pruned to about 31%"): the largest
+    density from which every sparser round is below the threshold."""
+    pts = sorted(((100 * r["density"], r[series][FINAL][0]) for r in rows
+                  if series in r and r[series][FINAL][0] is not None), reverse=True)
+    start = None
+    for d, a in pts:
+        if a < base - drop:
+            start = d if start is None else start
+        else:
+            start = None
+    return start
 
 
 def _speedup(rows: list[dict], target: float) -> tuple[float, float] | None:
@@ -42,15 +51,17 @@ def _fmt(x, pct=False):
 def iterative_section(data: dict) -> list[str]:
     rows = data["results"]["iterative"]
     cfg = data["runs"]["iterative"]["config"]
-    base = rows[0]["ticket"][ACC][0]
+    base = rows[0]["ticket"][FINAL][0]
     lines = [
         "## Iterative pruning with controls (sec. 4, Figures 7–8)",
         "",
         f"ltjax: {cfg['seeds']} seeds, {cfg['iterations']:,} iterations per round "
         f"({cfg['iterations'] / 50_000:.0%} of the paper's 50,000), {cfg['rounds']} rounds, controls "
         f"{', '.join(cfg['controls'])} per ticket (paper: 5 seeds, 3 of each control per ticket). "
-        "Accuracy is test accuracy at the convergence iteration of the paper's footnote-5 rule "
-        "(at the last iteration for networks that never met it within the round).",
+        "Per-round accuracy is test accuracy at the convergence iteration of the paper's footnote-5 rule "
+        "(at the last iteration for networks that never met it within the round), with the final "
+        "test accuracy in parentheses; the drop-off claims use the final test accuracy, which is "
+        "less noisy than accuracy at an early convergence point.",
         "",
         "| claim (paper) | paper | ltjax |",
         "|---|---|---|",
@@ -63,19 +74,19 @@ def iterative_section(data: dict) -> list[str]:
                  f"{'n/a' if not s2 else f'{s2[1]:.2f} at {s2[0]:.1f}% remaining'} |")
     for series, paper in (("ticket", "1.5%"), ("reinit", "about 31%"), ("shuffle", "about 51.2%")):
         if series in rows[1] or series == "ticket":
-            lines.append(f"| {series}: accuracy drops > 0.15% below the original from density | {paper} | "
+            lines.append(f"| {series}: final test accuracy stays > 0.15% below the original's from density | {paper} | "
                          f"{_fmt(_dropoff(rows, series, base), pct=True)} |")
     lines += ["", "Per round (mean over seeds; controls over seeds × copies):", "",
-              "| round | density % | ticket conv. iter | ticket acc % | reinit conv. iter | reinit acc % | shuffle conv. iter | shuffle acc % |",
+              "| round | density % | ticket conv. iter | ticket acc % (final) | reinit conv. iter | reinit acc % (final) | shuffle conv. iter | shuffle acc % (final) |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = [str(r["round"]), f"{100 * r['density']:.2f}"]
         for s in ("ticket", "reinit", "shuffle"):
             if s in r:
                 c = r[s]["convergence_iteration"][0]
-                a = r[s][ACC][0]
+                a, fa = r[s][ACC][0], r[s][FINAL][0]
                 cells += [f"{c:.0f} ({r[s]['converged']})" if c is not None else f"— ({r[s]['converged']})",
-                          f"{100 * a:.2f}" if a is not None else "—"]
+                          f"{100 * a:.2f} ({100 * fa:.2f})" if a is not None else "—"]
             else:
                 cells += ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
