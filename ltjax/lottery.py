@@ -357,7 +357,7 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
             mask = next_mask(config, state(r - 1)[1], state(r - 1)[0], r, frozen=frozen)
         mask = shard_tickets(mask, mesh)
 
-        if theta_k is None and (r == 0 or config.strategy == "rewind"):
+        if theta_k is None:  # only when rewinding to k > 0 and theta_k is not on disk yet
             bar.start(f"theta_k (iteration {k})", k)
             theta_k, c_k = trainer(theta0, dense, data_keys, data, 0, k)
             bar.close()
@@ -375,7 +375,8 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
             prev_params = state(r - 1)[1] if r > 0 and config.strategy == "continue" else None
             start, begin = round_start(config, r, theta0, theta_k, prev_params, mask)
             p_in, m_in, k_in = start, mask, data_keys
-            if r > 0 and config.controls:
+            with_controls = r > 0 and bool(config.controls)
+            if with_controls:
                 # Controls train in the same program as their tickets, on the tickets' data order.
                 c_start, c_mask, labels = control_starts(config, model, r, start, mask, theta0, init_keys)
                 n = len(labels)
@@ -384,7 +385,7 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
             bar.start(f"round {r}", iters - begin)
             params, curves = trainer(shard_tickets(p_in, mesh), shard_tickets(m_in, mesh), shard_tickets(k_in, mesh),
                                      data, begin, iters - begin)
-            if p_in is not start:
+            if with_controls:
                 tail = lambda t: jax.tree.map(lambda a: a[T:], t)  # noqa: E731
                 head = lambda t: jax.tree.map(lambda a: a[:T], t)  # noqa: E731
                 c_metrics = _control_metrics(r, tail(m_in), tail(params), tail(curves), labels, T, early_on)
@@ -395,7 +396,10 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
 
         metrics = round_metrics(r, mask, params, curves, early_on, time.perf_counter() - t0, frozen)
         if r > 0 and config.controls:
-            metrics["controls"] = c_metrics
+            metrics["controls"] = c_metrics  # set in the training branch above
         store.save_round(d, r, mask, params, metrics)
         log(format_round(metrics))
         states[r] = (mask, params, metrics["diverged"])
+        # Only round r (next round's input) and round 0 (one-shot's source) are needed again.
+        for old in [q for q in states if q not in (0, r)]:
+            del states[old]
