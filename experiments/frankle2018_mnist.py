@@ -8,9 +8,14 @@ vmapped program per round. Modes (sections of the paper):
               reinitializations and 3 within-layer shuffles (hidden layers) per ticket
   oneshot     sec. 3, Figures 3-6: prune the trained dense network in one step to each
               density, reset to θ0; controls: 3 reinitializations per ticket
-  sweep-std   sec. 6.1, Figures 11-12: iterative pruning from inits with std 0.025 … 0.8
-  sweep-size  sec. 6.2, Figures 13-14: networks (300k)-(100k), k = 1…4, std 0.05
+  sweep-std   sec. 6.1, Figures 11-12: one-shot pruning (the paper: "we present the results
+              using the one-shot pruning strategy") from inits with std 0.025 … 0.8
+  sweep-size  sec. 6.2, Figure 13: one-shot pruning of networks (300k)-(100k), k = 1…4,
+              std 0.05; x axis: weights remaining in the ticket
+  sweep-size-iterative  sec. 6.2, Figure 14: the same networks pruned iteratively
   sweep-rate  sec. 6.3, Figure 15: iterative pruning at 10% … 70% per round (output at half)
+              until the hidden layers hold under 5% (the paper: 10% per round needs 28
+              rounds to reach 5%); linear x axis as in the paper
   continue    sec. 6.4, Figure 16: reset to θ0 vs Han et al.'s continued training (masks
               found by continuing, each evaluated by resetting a copy to θ0: control 'reset')
 
@@ -44,21 +49,25 @@ def rounds_to(density: float, rate: float) -> int:
     return math.ceil(math.log(density) / math.log(1 - rate)) + 1
 
 
+#: densities of the one-shot experiments (the paper's one-shot figures use these points)
+ONESHOT = BASE.replace(mode="oneshot", densities=(0.75, 0.512, 0.35, 0.25, 0.168, 0.107, 0.055, 0.035), rounds=9)
+SIZES = (1, 2, 3, 4)
+
+
 def configs(mode: str, quick: bool, copies: int | None = None) -> list[tuple[str, object]]:
     n = copies or (1 if quick else 3)
     if mode == "iterative":
         return [("iterative", BASE.replace(controls=(f"reinit:{n}", f"shuffle:{n}"), shuffle_layers=("fc*",)))]
     if mode == "oneshot":
-        dens = (0.75, 0.512, 0.35, 0.25, 0.168, 0.107, 0.055, 0.035)
-        return [("oneshot", BASE.replace(mode="oneshot", densities=dens, rounds=len(dens) + 1,
-                                         controls=(f"reinit:{n}",)))]
+        return [("oneshot", ONESHOT.replace(controls=(f"reinit:{n}",)))]
     if mode == "sweep-std":
-        return [(f"std {s}", BASE.replace(init_std=s)) for s in (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)]
-    if mode == "sweep-size":
-        return [(f"{300 * k}-{100 * k}", BASE.replace(widths=(300 * k, 100 * k), init_std=0.05)) for k in (1, 2, 3, 4)]
+        return [(f"std {s}", ONESHOT.replace(init_std=s)) for s in (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)]
+    if mode in ("sweep-size", "sweep-size-iterative"):
+        base = ONESHOT if mode == "sweep-size" else BASE
+        return [(f"{300 * k}-{100 * k}", base.replace(widths=(300 * k, 100 * k), init_std=0.05)) for k in SIZES]
     if mode == "sweep-rate":
         return [(f"{int(p * 100)}% per round",
-                 BASE.replace(prune_rate=p, layer_rates=(("out", p / 2),), rounds=rounds_to(0.01, p)))
+                 BASE.replace(prune_rate=p, layer_rates=(("out", p / 2),), rounds=rounds_to(0.05, p)))
                 for p in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)]
     if mode == "continue":
         return [("reset to θ0", BASE), ("continue (Han et al.), evaluated reset", BASE.replace(strategy="continue",
@@ -95,6 +104,7 @@ def summarize(run) -> list[dict]:
         conv = m["convergence_iteration"]
         row = {
             "round": rd.index, "density": float(np.mean(m["density"])),
+            "weights": float(np.mean(sum(np.asarray(v, np.float64) for v in m["remaining"].values()))),
             "layer_density": {k: float(np.mean(v)) for k, v in m["layer_density"].items()},
             "ticket": _stats(conv, _acc_at(m["curves"]["test_acc"], steps, conv), m),
         }
@@ -121,7 +131,9 @@ def _stats(conv, acc_at_conv, m) -> dict:
     }
 
 
-def plot(results: dict, path: Path, title: str) -> None:
+def plot(results: dict, path: Path, title: str, x: str = "density", logx: bool = True) -> None:
+    """Convergence iteration and test accuracy at convergence against density (%, the
+    default) or ``x="weights"`` (weights remaining in the ticket, Figures 13-14)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +144,8 @@ def plot(results: dict, path: Path, title: str) -> None:
     for label, rows in results.items():
         series = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, dict) and "converged" in v))
         for s in series:
-            pts = [(100 * r["density"], r[s]) for r in rows if s in r and r[s]["convergence_iteration"][0] is not None]
+            pts = [(100 * r["density"] if x == "density" else r["weights"], r[s])
+                   for r in rows if s in r and r[s]["convergence_iteration"][0] is not None]
             if not pts:
                 continue
             name = label if s == "ticket" else f"{label}: {s} control"
@@ -145,10 +158,11 @@ def plot(results: dict, path: Path, title: str) -> None:
     a1.set_ylabel("convergence iteration (2018 rule)")
     a2.set_ylabel("test accuracy at convergence (%)")
     for a in (a1, a2):
-        a.set_xscale("log")
+        if logx:
+            a.set_xscale("log")
+            a.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         a.invert_xaxis()
-        a.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        a.set_xlabel("weights remaining (%)")
+        a.set_xlabel("weights remaining (%)" if x == "density" else "weights remaining in the ticket")
         a.grid(alpha=0.3)
     if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize=7)
@@ -171,7 +185,8 @@ def anatomy(run, out: Path) -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["iterative", "oneshot", "sweep-std", "sweep-size", "sweep-rate", "continue"])
+    p.add_argument("mode", choices=["iterative", "oneshot", "sweep-std", "sweep-size", "sweep-size-iterative",
+                                    "sweep-rate", "continue"])
     p.add_argument("--quick", action="store_true", help="minutes on a CPU: 2 seeds, 2000 iterations, ≤ 6 rounds")
     p.add_argument("--seeds", type=int, help="tickets per configuration (paper: 5)")
     p.add_argument("--iterations", type=int, help="training iterations per round (paper: 50,000)")
@@ -194,7 +209,13 @@ def main():
     if a.mode == "iterative":
         anatomy(run, out)
     (out / f"{a.mode}.json").write_text(json.dumps({"results": results, "runs": meta}, indent=1))
-    plot(results, out / f"{a.mode}.png", f"Frankle & Carbin 2018, {a.mode} ({'quick' if a.quick else 'full'})")
+    title = f"Frankle & Carbin 2018, {a.mode} ({'quick' if a.quick else 'full'})"
+    if a.mode == "sweep-std":  # Figure 11 (std >= 0.1) and Figure 12 (std <= 0.1)
+        for fig, keep in (("figure11", lambda s: s >= 0.1), ("figure12", lambda s: s <= 0.1)):
+            part = {k: v for k, v in results.items() if keep(float(k.split()[1]))}
+            plot(part, out / f"{fig}.png", f"{title}: {fig}")
+    plot(results, out / f"{a.mode}.png", title, x="weights" if a.mode.startswith("sweep-size") else "density",
+         logx=a.mode != "sweep-rate")
     print(f"wrote {out / (a.mode + '.json')} and {out / (a.mode + '.png')}")
 
 
