@@ -325,11 +325,11 @@ def test_unreadable_cache_is_rebuilt(isolated, tmp_path, monkeypatch, content):
 
 
 def test_unknown_dataset_lists_valid():
-    for call in (lambda: D.load_arrays("cifar10"), lambda: D.load("cifar10")):
+    for call in (lambda: D.load_arrays("cifar100"), lambda: D.load("cifar100")):
         with pytest.raises(ValueError) as e:
             call()
         msg = str(e.value)
-        assert "cifar10" in msg
+        assert "cifar100" in msg
         for name in ("mnist", "fashion_mnist", "xor"):
             assert name in msg
 

@@ -61,6 +61,12 @@ _FASHION_MNIST_SUMS = {
     "t10k-labels-idx1-ubyte.gz": FileChecksum(
         5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
 }
+# tensorflow_datasets/url_checksums/cifar10.txt (TFDS 4.9.10; cifar10 builder version 3.0.2).
+# TFDS takes a file of this name from the manual directory, else downloads it from the host.
+_CIFAR10_SUMS = {
+    "cifar-10-binary.tar.gz": FileChecksum(
+        170052171, "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"),
+}
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         (0.1307,), (0.3081,), 10, tuple(_MNIST_SUMS), "storage.googleapis.com",
@@ -70,6 +76,11 @@ DATASETS: dict[str, DatasetInfo] = {
         (0.2860,), (0.3530,), 10, tuple(_FASHION_MNIST_SUMS),
         "fashion-mnist.s3-website.eu-central-1.amazonaws.com",
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", _FASHION_MNIST_SUMS,
+    ),
+    # Per-RGB-channel normalization of the LTH-vs-SNIP report (the common CIFAR-10 constants).
+    "cifar10": DatasetInfo(
+        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 10, tuple(_CIFAR10_SUMS),
+        "www.cs.toronto.edu", "https://www.cs.toronto.edu/~kriz/", _CIFAR10_SUMS,
     ),
 }
 
@@ -114,17 +125,25 @@ def _tfds_arrays(name: str, data_dir: str | None, manual_dir: Path | None) -> di
         def unavailable(reason: str) -> DataUnavailableError:
             return DataUnavailableError(
                 f"dataset {name!r} is not prepared and cannot be built: {reason} (looked in {where}). "
-                f"On an offline machine put the original files ({', '.join(info.files)}) in a folder "
-                f"and pass it with --manual-dir DIR or LTJAX_MANUAL_DIR=DIR."
+                f"On an offline machine put the original files ({', '.join(info.files)}, from "
+                f"{info.source}) in a folder and pass it with --manual-dir DIR or LTJAX_MANUAL_DIR=DIR."
             )
 
-        if manual_dir:
-            missing = [f for f in info.files if not (manual_dir / f).exists()]
+        missing = [f for f in info.files if not (manual_dir / f).exists()] if manual_dir else []
+        if manual_dir and len(missing) < len(info.files):
             if missing:
                 raise unavailable(f"the manual directory lacks {', '.join(missing)}")
             verify_manual_files(name, manual_dir)  # TFDS's own checksum error is obscure
-        elif not _reachable(info.host):
-            raise unavailable(f"no manual directory was given and {info.host} cannot be reached to download it")
+        else:
+            # No manual directory, or one holding none of this dataset's files (e.g. a shared
+            # LTJAX_MANUAL_DIR with only other datasets): TFDS downloads it itself.
+            if manual_dir:
+                no_files = f"the manual directory holds none of its files ({', '.join(missing)})"
+            else:
+                no_files = "no manual directory was given"
+            if not _reachable(info.host):
+                raise unavailable(f"{no_files} and {info.host} cannot be reached to download it")
+            manual_dir = None
         config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
         try:
             builder.download_and_prepare(download_config=config)

@@ -1,8 +1,8 @@
 """Models: Flax modules plus what ltjax needs to know about them (a :class:`Model`).
 
 A :class:`Model` bundles a Flax module with its input shape and a rule for which leaves
-are prunable. Kernels of dense (and, later, conv) layers are prunable; biases and
-normalization parameters are not.
+are prunable. Kernels of dense and conv layers are prunable; biases and normalization
+parameters are not.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from ltjax.masks import path_str
 from ltjax.models import initializers
+from ltjax.models.conv import ConvNet
 from ltjax.models.mlp import MLP
 
 PyTree = Any
@@ -61,7 +62,64 @@ def mlp(
     return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs)
 
 
-MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp}
+def _conv(
+    filters: tuple[int, ...],
+    widths: tuple[int, ...],
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    init: str,
+    init_std: float,
+) -> Model:
+    kernel_init = initializers.get(init, std=init_std)
+    module = ConvNet(filters=tuple(filters), widths=tuple(widths), num_outputs=num_outputs,
+                     kernel_init=kernel_init)
+    return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs)
+
+
+def conv2(
+    widths: tuple[int, ...] = (256, 256),
+    *,
+    input_shape: tuple[int, ...] = (32, 32, 3),
+    num_outputs: int = 10,
+    init: str = "glorot_normal",
+    init_std: float = 0.1,
+) -> Model:
+    """Conv-2 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool``, then FC ``widths``.
+
+    Layers ``conv1, conv2, fc1 … fcL, out``; ``widths`` are the hidden FC widths.
+    """
+    return _conv((64,), widths, input_shape, num_outputs, init, init_std)
+
+
+def conv4(
+    widths: tuple[int, ...] = (256, 256),
+    *,
+    input_shape: tuple[int, ...] = (32, 32, 3),
+    num_outputs: int = 10,
+    init: str = "glorot_normal",
+    init_std: float = 0.1,
+) -> Model:
+    """Conv-4 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool, 128, 128, pool``,
+    then FC ``widths``. Layers ``conv1 … conv4, fc1 … fcL, out``.
+    """
+    return _conv((64, 128), widths, input_shape, num_outputs, init, init_std)
+
+
+def conv6(
+    widths: tuple[int, ...] = (256, 256),
+    *,
+    input_shape: tuple[int, ...] = (32, 32, 3),
+    num_outputs: int = 10,
+    init: str = "glorot_normal",
+    init_std: float = 0.1,
+) -> Model:
+    """Conv-6 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool, 128, 128, pool,
+    256, 256, pool``, then FC ``widths``. Layers ``conv1 … conv6, fc1 … fcL, out``.
+    """
+    return _conv((64, 128, 256), widths, input_shape, num_outputs, init, init_std)
+
+
+MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "conv2": conv2, "conv4": conv4, "conv6": conv6}
 
 
 def build(name: str, **kwargs) -> Model:
@@ -71,4 +129,7 @@ def build(name: str, **kwargs) -> Model:
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MLP", "Model", "build", "initializers", "kernels_are_prunable", "mlp", "MODELS"]
+__all__ = [
+    "ConvNet", "MLP", "Model", "build", "conv2", "conv4", "conv6", "initializers",
+    "kernels_are_prunable", "mlp", "MODELS",
+]
