@@ -50,13 +50,18 @@ def prune_count(alive: jax.Array, rate: float) -> jax.Array:
     return q * num + (r * num + den // 2) // den
 
 
-def _prune_pool(scores: list[jax.Array], masks: list[jax.Array], rate: float) -> list[jax.Array]:
-    """Prune one pool of tensors jointly; returns the new masks in the same shapes."""
+def _prune_pool(scores: list[jax.Array], masks: list[jax.Array], rate: float | None = None,
+                keep: jax.Array | None = None) -> list[jax.Array]:
+    """Prune one pool of tensors jointly, by ``rate`` of its survivors or down to ``keep``
+    survivors; returns the new masks in the same shapes."""
     flat_s = jnp.concatenate([s.reshape(-1).astype(jnp.float32) for s in scores])
     flat_m = jnp.concatenate([m.reshape(-1) for m in masks])
     n = flat_m.shape[0]
     alive = jnp.sum(flat_m, dtype=jnp.int32)
-    k = prune_count(alive, rate)
+    if keep is None:
+        k = prune_count(alive, rate)
+    else:
+        k = jnp.clip(alive - jnp.asarray(keep, jnp.int32), 0, alive)
     pos = lax.iota(jnp.int32, n)
     # Sort keys, most significant first: pruned before surviving, then score, then position.
     # The position key makes the order total, hence ties deterministic.
@@ -88,6 +93,35 @@ def layer_rates(names: list[str], base: float, overrides: Mapping[str, float] | 
     return {n: _rate_for(n, {**overrides, "*": base}) for n in names}
 
 
+def _pool(mask: PyTree, exclude: tuple[str, ...]):
+    flat_m, treedef = jax.tree_util.tree_flatten_with_path(mask, is_leaf=lambda x: x is None)
+    names = [M.layer_name(p) for p, _ in flat_m]
+    leaves = [m for _, m in flat_m]
+    included = [
+        i for i, (n, m) in enumerate(zip(names, leaves))
+        if m is not None and not any(fnmatch.fnmatchcase(n, e) for e in exclude)
+    ]
+    return treedef, names, leaves, included
+
+
+def prune_to_count(scores: PyTree, mask: PyTree, keep: int | jax.Array, *, exclude: tuple[str, ...] = ()) -> PyTree:
+    """Global pruning to an exact size: keep the ``keep`` highest-scoring survivors of the
+    pool of all prunable layers except ``exclude`` (same ordering rule as :func:`prune`).
+
+    ``keep`` may be a traced integer (one per ticket under ``vmap``). If the pool holds no
+    more than ``keep`` survivors, the mask is returned unchanged. Used where a method must
+    match another's weight count exactly (SNIP tickets sized like an IMP round's ticket).
+    """
+    treedef, _, leaves, included = _pool(mask, exclude)
+    flat_s = treedef.flatten_up_to(scores)
+    new = list(leaves)
+    if included:
+        pooled = _prune_pool([flat_s[i] for i in included], [leaves[i] for i in included], keep=keep)
+        for i, m in zip(included, pooled):
+            new[i] = m
+    return jax.tree_util.tree_unflatten(treedef, new)
+
+
 def prune(
     scores: PyTree,
     mask: PyTree,
@@ -111,14 +145,8 @@ def prune(
     """
     if scope not in SCOPES:
         raise ValueError(f"unknown pruning scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
-    flat_m, treedef = jax.tree_util.tree_flatten_with_path(mask, is_leaf=lambda x: x is None)
+    treedef, names, leaves, included = _pool(mask, exclude)
     flat_s = treedef.flatten_up_to(scores)
-    names = [M.layer_name(p) for p, _ in flat_m]
-    leaves = [m for _, m in flat_m]
-    included = [
-        i for i, (n, m) in enumerate(zip(names, leaves))
-        if m is not None and not any(fnmatch.fnmatchcase(n, e) for e in exclude)
-    ]
     new = list(leaves)
     if scope == "layerwise":
         for i in included:
