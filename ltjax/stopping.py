@@ -15,20 +15,87 @@ def min_loss_index(loss: np.ndarray) -> np.ndarray:
     return np.argmin(np.where(np.isnan(loss), np.inf, loss), axis=-1)
 
 
-def early_stop(curves: dict[str, np.ndarray], on: str = "val") -> dict[str, np.ndarray]:
-    """Early-stop iteration = the iteration of minimum ``{on}_loss`` (Frankle & Carbin 2019).
+EARLY_STOP_RULES = ("min_loss", "patience")
 
-    Returns per ticket: ``early_stop_iteration``, validation and test accuracy at that
-    iteration (``val_acc_at_es``, ``test_acc_at_es``), and ``final_test_acc`` (last evaluation).
+
+def patience_index(step: np.ndarray, acc: np.ndarray, *, every: int = 500, patience: int = 4
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Early stopping with patience, as the LTH-vs-SNIP report trains (sec. 5.1).
+
+    The report evaluates on validation every ``every`` iterations and stops once the
+    accuracy has not improved for ``patience`` evaluations in a row, keeping the best model.
+    Replayed here on recorded curves: only evaluations at multiples of ``every`` count; an
+    evaluation improves when its accuracy is strictly greater than the best so far (a NaN
+    never improves); training "stops" at the ``patience``-th evaluation in a row without
+    improvement, or at the last evaluation if that never happens.
+
+    Args:
+      step: evaluation iterations (J,); ``every`` must be a multiple of their spacing.
+      acc: accuracies (..., J).
+    Returns:
+      ``(best, stop)``: indices into the J evaluations of the best model and of the
+      evaluation at which training stopped, each shaped like ``acc.shape[:-1]``.
     """
-    i = min_loss_index(curves[f"{on}_loss"])
-    take = lambda a: np.take_along_axis(np.asarray(a), i[..., None], -1)[..., 0]  # noqa: E731
-    return {
-        "early_stop_iteration": take(curves["step"]).astype(np.int64),
+    step = np.asarray(step)
+    acc = np.asarray(acc, np.float64)
+    if patience < 1 or every < 1:
+        raise ValueError(f"patience={patience} and every={every} must be positive integers")
+    cand = np.flatnonzero(step % every == 0)
+    if len(cand) == 0:
+        raise ValueError(f"no evaluation falls on a multiple of every={every} iterations (evaluations at "
+                         f"{step[:3].tolist()}...); record curves with an eval_every that divides {every}")
+    flat = acc.reshape(-1, acc.shape[-1])
+    best = np.empty(len(flat), np.int64)
+    stop = np.empty(len(flat), np.int64)
+    for t, row in enumerate(flat):
+        top, b, wait, s = -np.inf, cand[0], 0, cand[-1]
+        for j in cand:
+            if row[j] > top:
+                top, b, wait = row[j], j, 0
+            else:
+                wait += 1
+                if wait >= patience:
+                    s = j
+                    break
+        best[t], stop[t] = b, s
+    return best.reshape(acc.shape[:-1]), stop.reshape(acc.shape[:-1])
+
+
+def early_stop(curves: dict[str, np.ndarray], on: str = "val", rule: str = "min_loss", *,
+               every: int = 500, patience: int = 4) -> dict[str, np.ndarray]:
+    """The early-stop iteration and the accuracies of the model kept there.
+
+    Rules:
+      * ``min_loss`` (Frankle & Carbin 2019): the iteration of minimum ``{on}_loss``;
+      * ``patience`` (the LTH-vs-SNIP report): the best ``{on}_acc`` model under
+        :func:`patience_index` (evaluations every ``every`` iterations, ``patience`` of them).
+
+    Returns per ticket: ``early_stop_iteration``, accuracies at that iteration
+    (``val_acc_at_es``, ``test_acc_at_es`` and, when the curves have it, ``train_acc_at_es``),
+    ``stop_iteration`` (where the rule would have ended training; the last evaluation for
+    ``min_loss``) and ``final_test_acc`` (last evaluation).
+    """
+    step = np.asarray(curves["step"])
+    if rule == "min_loss":
+        i = min_loss_index(curves[f"{on}_loss"])
+        stop = np.full(i.shape, step.shape[-1] - 1)
+    elif rule == "patience":
+        i, stop = patience_index(step.reshape(-1, step.shape[-1])[0], curves[f"{on}_acc"], every=every,
+                                 patience=patience)
+    else:
+        raise ValueError(f"unknown early-stop rule {rule!r}; valid rules: {', '.join(EARLY_STOP_RULES)}")
+    take = lambda a, j=i: np.take_along_axis(np.asarray(a), j[..., None], -1)[..., 0]  # noqa: E731
+    full_step = np.broadcast_to(step, np.shape(curves[f"{on}_acc"]))
+    out = {
+        "early_stop_iteration": take(full_step).astype(np.int64),
+        "stop_iteration": take(full_step, stop).astype(np.int64),
         "val_acc_at_es": take(curves["val_acc"]),
         "test_acc_at_es": take(curves["test_acc"]),
         "final_test_acc": np.asarray(curves["test_acc"])[..., -1],
     }
+    if "train_acc" in curves:
+        out["train_acc_at_es"] = take(curves["train_acc"])
+    return out
 
 
 def convergence_iteration(step: np.ndarray, acc: np.ndarray, *, window: int = 1000, span: int = 1000,

@@ -68,7 +68,8 @@ class Curves(NamedTuple):
     """Recorded every ``eval_every`` iterations; ``step`` is the global iteration just completed."""
 
     step: jax.Array
-    train_loss: jax.Array
+    train_loss: jax.Array  # mean minibatch loss over the last eval_every iterations
+    train_acc: jax.Array  # mean minibatch accuracy over the same iterations (no extra pass)
     val_loss: jax.Array
     val_acc: jax.Array
     test_loss: jax.Array
@@ -152,8 +153,8 @@ def make_trainer(
         return model.apply(params, D.normalize(x, mean, std))
 
     def batch_loss(params, x, y):
-        loss, _ = loss_and_correct(forward(params, x), y)
-        return jnp.mean(loss)
+        loss, correct = loss_and_correct(forward(params, x), y)
+        return jnp.mean(loss), jnp.mean(correct.astype(jnp.float32))
 
     def evaluate(params, x, y, w):
         if x.shape[0] == 0:
@@ -177,20 +178,21 @@ def make_trainer(
         def step(carry, t):
             params, opt_state = carry
             idx = batch_indices(key, n, B, t)
-            loss, grads = jax.value_and_grad(batch_loss)(params, data.x_train[idx], data.y_train[idx])
+            (loss, acc), grads = jax.value_and_grad(batch_loss, has_aux=True)(
+                params, data.x_train[idx], data.y_train[idx])
             updates, opt_state = opt.update(apply_mask(grads, mask), opt_state, params)
             params = apply_mask(optax.apply_updates(params, updates), mask)
-            return (params, opt_state), loss
+            return (params, opt_state), (loss, acc)
 
         def chunk(carry, c):
             ts = start_step + c * E + jnp.arange(E, dtype=jnp.int32)
-            carry, losses = lax.scan(step, carry, ts)
+            carry, (losses, accs) = lax.scan(step, carry, ts)
             val = evaluate(carry[0], data.x_val, data.y_val, data.w_val)
             test = evaluate(carry[0], data.x_test, data.y_test, data.w_test)
             done = (c + 1) * E
             if progress is not None:
                 jax.debug.callback(progress, done)
-            return carry, Curves(start_step + done, jnp.mean(losses), *val, *test)
+            return carry, Curves(start_step + done, jnp.mean(losses), jnp.mean(accs), *val, *test)
 
         params = apply_mask(params, mask)
         carry = (params, opt.init(params))
