@@ -17,7 +17,7 @@ import numbers
 import typing
 from dataclasses import dataclass, field, fields
 
-from ltjax import controls, pruning, scores
+from ltjax import controls, pruning, scores, stopping
 from ltjax.data import DATASETS
 from ltjax.models import MODELS
 from ltjax.models.initializers import INITIALIZERS
@@ -28,7 +28,8 @@ MODES = ("iterative", "oneshot")
 NOT_HASHED = ("name", "rounds")
 # Fields added after runs existed: left out of the hash while at their default, so adding
 # them did not rename existing run directories.
-HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",)}
+HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",), "early_stop": "min_loss", "patience": 4,
+                 "patience_every": 500, "flip_round": 0}
 
 # Bounds that are not arbitrary: the compiled training program counts iterations (and
 # indexes batches and layers) with 32-bit integers; JAX's PRNG keys hold 32-bit seeds (a
@@ -73,6 +74,12 @@ class Config:
     iterations: int = _f(50_000, "training iterations per round (minibatch steps)")
     eval_every: int = _f(100, "evaluate validation and test every this many iterations")
     # lottery procedure
+    early_stop: str = _f("min_loss", "early-stop rule replayed on the curves: min_loss (minimum validation loss, "
+                                     "Frankle & Carbin 2019) | patience (best validation accuracy, stop after "
+                                     "`patience` evaluations every `patience_every` iterations without improvement, "
+                                     "the LTH-vs-SNIP report)")
+    patience: int = _f(4, "early_stop=patience: evaluations without improvement before stopping")
+    patience_every: int = _f(500, "early_stop=patience: iterations between the evaluations it considers")
     strategy: str = _f("reset", "reset (to theta0) | rewind (to theta_k) | continue (keep trained weights, Han et al.)")
     rewind_iteration: int = _f(0, "k of theta_k for strategy=rewind (an iteration, not an epoch)")
     mode: str = _f("iterative", "iterative | oneshot (every round pruned from the dense round-0 network)")
@@ -86,8 +93,11 @@ class Config:
     seeds: int = _f(1, "number of tickets (seeds seed, seed+1, ...) trained together in one program")
     seed: int = _f(0, "first seed")
     # controls trained beside the tickets (rounds >= 1)
-    controls: tuple[str, ...] = _f((), "control networks per ticket, e.g. reinit:3,shuffle:3 (reinit | shuffle | reset)")
+    controls: tuple[str, ...] = _f((), "networks trained beside each ticket, e.g. reinit:3,shuffle:3 "
+                                       "(reinit | shuffle | reset | snip | isnip)")
     shuffle_layers: tuple[str, ...] = _f(("*",), "layers the shuffle control rearranges (globs)")
+    flip_round: int = _f(0, "LTH_flip: round whose mask is the complement of the previous round's mask "
+                            "instead of a pruning step (0: never; >= 2)")
 
     # -- derived ---------------------------------------------------------------------------
     def train_spec(self) -> TrainSpec:
@@ -107,7 +117,7 @@ class Config:
 
     def hash(self) -> str:
         d = {k: v for k, v in self.to_dict().items()
-             if k not in NOT_HASHED and not (k in HASHED_IF_SET and tuple(v) == HASHED_IF_SET[k])}
+             if k not in NOT_HASHED and not (k in HASHED_IF_SET and _same(v, HASHED_IF_SET[k]))}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **kw) -> "Config":
@@ -168,6 +178,15 @@ class Config:
         choice("mode", MODES)
         choice("scope", pruning.SCOPES)
         choice("score", scores.SCORES)
+        choice("early_stop", stopping.EARLY_STOP_RULES)
+        check("patience", self.patience >= 1, "an integer ≥ 1 (evaluations)")
+        check("patience_every", self.patience_every >= 1 and (self.early_stop != "patience"
+                                                               or self.patience_every % self.eval_every == 0),
+              f"a positive multiple of eval_every={self.eval_every} (iterations) with early_stop=patience")
+        check("flip_round", self.flip_round == 0 or 2 <= self.flip_round < MAX_ROUNDS,
+              "0 (no flip) or a round ≥ 2 (the complement of round r-1's mask; round 0's is dense)")
+        check("flip_round", self.flip_round == 0 or self.mode == "iterative",
+              "0 unless mode=iterative (the flipped mask is pruned further round by round)")
         name = self.name
         check("name", name.strip() != "" and name not in (".", "..") and "/" not in name and "\\" not in name
               and name.isprintable(),
@@ -212,8 +231,9 @@ class Config:
             parsed = controls.parse(self.controls)
         except ValueError as e:
             raise ConfigError(f"controls={_show(self.controls)} is not valid: {e}") from None
-        check("controls", not any(n == "reset" for n, _ in parsed) or self.rewind_step() == 0,
-              "without 'reset' when rewinding to k > 0 (reset controls start at iteration 0)")
+        check("controls", not any(n in ("reset", "snip", "isnip") for n, _ in parsed) or self.rewind_step() == 0,
+              "without reset, snip or isnip when rewinding to k > 0 (they start from θ0 at iteration 0, "
+              "and controls train in the tickets' program, which starts at iteration k)")
         check("densities", all(0 < d <= 1 for d in self.densities), "fractions remaining in (0, 1]")
         check("densities", all(a > b for a, b in zip(self.densities, self.densities[1:])),
               "strictly decreasing fractions remaining (one per round 1, 2, ...)")
@@ -229,6 +249,10 @@ class Config:
               f"≤ {SEED_LIMIT} - seed = {SEED_LIMIT - self.seed} (tickets use the 32-bit seeds "
               f"seed … seed+seeds-1, seed={self.seed})")
         return self
+
+
+def _same(v, default) -> bool:
+    return tuple(v) == tuple(default) if isinstance(default, tuple) else v == default
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,6 +13,10 @@ compiled program as the tickets they control for (see ``Config.controls``).
   selects which layers are shuffled (the others keep the ticket's mask and values).
 * ``reset``: the ticket's mask on θ0 itself; with ``strategy=continue`` this is how the
   2018 paper evaluates Han et al.'s continued-training masks (sec. 6.4).
+* ``snip`` / ``isnip``: not controls in the 2018 sense but comparisons trained the same
+  way (the LTH-vs-SNIP report): θ0 pruned *before training* by SNIP or iterative SNIP to
+  exactly the ticket's number of weights (:mod:`ltjax.snip`, built in
+  :func:`ltjax.lottery.snip_masks`, since they need a minibatch of the training data).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import jax.numpy as jnp
 from ltjax import masks as M
 
 PyTree = Any
-CONTROLS = ("reinit", "shuffle", "reset")
+CONTROLS = ("reinit", "shuffle", "reset", "snip", "isnip")
 
 
 def reinit(key: jax.Array, init_fn: Callable[[jax.Array], PyTree], mask: PyTree) -> PyTree:

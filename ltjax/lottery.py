@@ -32,10 +32,11 @@ import numpy as np
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import controls, models, pruning, scores, stopping, store
+from ltjax import controls, models, pruning, scores, snip, stopping, store
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
-from ltjax.train import Curves, device_data, make_trainer
+from ltjax.data.order import batch_indices
+from ltjax.train import Curves, device_data, loss_and_correct, make_trainer
 
 PyTree = Any
 
@@ -145,11 +146,18 @@ def round_start(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_pa
 
 
 _apply_mask = jax.jit(jax.vmap(M.apply_mask))
+_complement = jax.jit(jax.vmap(M.complement))
+_compare = jax.jit(jax.vmap(M.compare))
 
 
-def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, early_on: str, seconds: float,
+def early_stop_spec(config: Config, early_on: str) -> dict:
+    """How the round's early-stop iteration is chosen: see :func:`ltjax.stopping.early_stop`."""
+    return {"on": early_on, "rule": config.early_stop, "every": config.patience_every, "patience": config.patience}
+
+
+def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, stop: dict, seconds: float,
                   diverged_before: np.ndarray) -> dict:
-    """Per-ticket metrics of a round.
+    """Per-ticket metrics of a round (``stop``: :func:`early_stop_spec`).
 
     ``diverged`` is cumulative: a ticket whose training loss or weights became NaN or
     infinite in this or an earlier round. Its mask stays frozen from then on and reports
@@ -158,7 +166,7 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, early_on
     curves = {k: np.asarray(v) for k, v in curves._asdict().items()}
     curves["step"] = curves["step"][0]  # identical for every ticket
     per_ticket = {k: v for k, v in curves.items() if k != "step"}
-    es = stopping.early_stop({**per_ticket, "step": np.broadcast_to(curves["step"], per_ticket["val_loss"].shape)}, early_on)
+    es = stopping.early_stop({**per_ticket, "step": curves["step"]}, **stop)
     es["convergence_iteration"] = stopping.convergence_iteration(curves["step"], curves["test_acc"])
     bad_loss = ~np.isfinite(curves["train_loss"])
     now = bad_loss.any(axis=1) | ~np.asarray(jax.vmap(_all_finite)(params))
@@ -168,7 +176,8 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, early_on
         "density": np.asarray(jax.vmap(M.global_density)(mask)),
         "layer_density": {k: np.asarray(v) for k, v in jax.vmap(M.density)(mask).items()},
         "remaining": {k: np.asarray(v) for k, v in jax.vmap(M.count)(mask).items()},
-        "early_stop_on": early_on,
+        "early_stop_on": stop["on"],
+        "early_stop_rule": stop["rule"],
         **es,
         "diverged": np.asarray(diverged_before, bool) | now,
         "diverged_iteration": np.where(now, first_bad, -1),
@@ -177,13 +186,65 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, early_on
     }
 
 
+def snip_rates(config: Config, mask: PyTree) -> tuple[dict[str, int], dict[str, float]]:
+    """Per-step rates of iterative SNIP's default schedule: the study's own IMP rates.
+
+    Layerwise scope: each layer's survivors shrink at its IMP rate (``prune_rate`` with the
+    ``layer_rates`` overrides); global scope: one pool at ``prune_rate``. Returns
+    ``(dense sizes, rates)`` keyed alike, over the layers SNIP may prune (not ``exclude``).
+    """
+    sizes = {n: v for n, v in M.size(mask).items() if not any(fnmatch.fnmatchcase(n, e) for e in config.exclude)}
+    if config.scope == "global":
+        return {"pool": sum(sizes.values())}, {"pool": config.prune_rate}
+    rates = pruning.layer_rates(list(sizes), config.prune_rate, dict(config.layer_rates))
+    return sizes, rates
+
+
+def snip_masks(config: Config, loss_fn: Callable, name: str, copy: int, theta0: PyTree, dense: PyTree,
+               mask: PyTree, data, data_keys: jax.Array) -> PyTree:
+    """Masks of the ``snip`` / ``isnip`` controls: pruned at θ0 to the tickets' sizes.
+
+    Each ticket's SNIP network keeps exactly as many weights as the ticket in the pool of
+    prunable layers not in ``exclude``. Its minibatch is the one the ticket trains on at
+    iteration ``copy`` (copy 0: the first batch), so copies differ only in the batch.
+    ``isnip`` prunes along :func:`ltjax.snip.geometric_schedule` with the study's rates.
+    """
+    keep = np.asarray(jax.vmap(lambda m: snip.pool_size(m, config.exclude))(mask))
+    if name == "snip":
+        keeps = jnp.asarray(keep[:, None], jnp.int32)
+    else:
+        sizes, rates = snip_rates(config, jax.tree.map(lambda a: a[0], dense))
+        keeps = snip.schedule_array([snip.geometric_schedule(sizes, rates, int(k)) for k in keep])
+    n = data.x_train.shape[0]
+    idx = jax.vmap(lambda k: batch_indices(k, n, config.batch_size, jnp.int32(copy)))(data_keys)
+    fn = _snipper(loss_fn, tuple(config.exclude))
+    return fn(theta0, dense, data.x_train[idx], data.y_train[idx], keeps)
+
+
+@functools.lru_cache(maxsize=None)
+def _snipper(loss_fn: Callable, exclude: tuple[str, ...]) -> Callable:
+    return jax.jit(jax.vmap(lambda p, m, x, y, ks: snip.iterative_snip(loss_fn, p, m, x, y, ks, exclude=exclude)))
+
+
+def make_loss(model: models.Model, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    """``(params, x, y) -> mean training loss`` on raw (uint8) inputs, as the trainer computes it."""
+    def loss(params, x, y):
+        per_example, _ = loss_and_correct(model.apply(params, D.normalize(x, mean, std)), y)
+        return jnp.mean(per_example)
+
+    return loss
+
+
 def control_starts(config: Config, model: models.Model, r: int, start: PyTree, mask: PyTree,
-                   theta0: PyTree, init_keys: jax.Array) -> tuple[PyTree, PyTree, list[tuple[str, int]]]:
+                   theta0: PyTree, init_keys: jax.Array, snip_inputs: tuple | None = None
+                   ) -> tuple[PyTree, PyTree, list[tuple[str, int]]]:
     """Start weights and masks of round r's control networks, stacked after one another.
 
     Block order: for each ``(name, count)`` of ``config.controls``, ``count`` blocks of T
     (one control per ticket). Each control's key is derived from its ticket's init key, the
     control, its copy index and the round, so controls are reproducible and independent.
+    ``snip`` / ``isnip`` controls start from θ0 on their own masks (:func:`snip_masks`) and
+    need ``snip_inputs = (loss_fn, dense_mask, data, data_keys)``.
     """
     specs = controls.parse(config.controls)
     blocks_p, blocks_m, labels = [], [], []
@@ -196,6 +257,10 @@ def control_starts(config: Config, model: models.Model, r: int, start: PyTree, m
             elif name == "shuffle":
                 p, m = jax.jit(jax.vmap(lambda k, p, m: controls.shuffle(k, p, m, tuple(config.shuffle_layers))))(
                     keys, start, mask)
+            elif name in ("snip", "isnip"):
+                loss_fn, dense, data, data_keys = snip_inputs
+                m = snip_masks(config, loss_fn, name, j, theta0, dense, mask, data, data_keys)
+                p = _apply_mask(theta0, m)
             else:
                 p, m = _apply_mask(theta0, mask), mask
             blocks_p.append(p)
@@ -210,19 +275,25 @@ def _concat(*trees: PyTree) -> PyTree:
                         is_leaf=lambda x: x is None)
 
 
-def _control_metrics(r, c_mask, c_params, c_curves, labels, T, early_on) -> dict:
-    """Metrics of the control networks, grouped ``{name: {metric: array (copies, T, ...)}}``."""
-    keep = ("density", "early_stop_iteration", "val_acc_at_es", "test_acc_at_es", "final_test_acc",
-            "convergence_iteration", "diverged")
+def _control_metrics(r, c_mask, c_params, c_curves, labels, T, stop, ticket_mask) -> dict:
+    """Metrics of the control networks, grouped ``{name: {metric: array (copies, T, ...)}}``.
+
+    ``vs_ticket`` compares each control's mask with its ticket's (:func:`ltjax.masks.compare`
+    with the ticket as ``a``): per layer and total, kept, overlap and one-sided differences.
+    """
+    keep = ("density", "remaining", "early_stop_iteration", "stop_iteration", "train_acc_at_es", "val_acc_at_es",
+            "test_acc_at_es", "final_test_acc", "convergence_iteration", "diverged")
     out: dict[str, dict[str, list]] = {}
     for b, (name, _) in enumerate(labels):
         sl = lambda t: jax.tree.map(lambda a: a[b * T:(b + 1) * T], t)  # noqa: E731
-        m = round_metrics(r, sl(c_mask), sl(c_params), Curves(*sl(tuple(c_curves))), early_on, 0.0, np.zeros(T, bool))
-        group = out.setdefault(name, {k: [] for k in (*keep, "test_acc_curve")})
+        m = round_metrics(r, sl(c_mask), sl(c_params), Curves(*sl(tuple(c_curves))), stop, 0.0, np.zeros(T, bool))
+        group = out.setdefault(name, {k: [] for k in (*keep, "test_acc_curve", "vs_ticket")})
         for k in keep:
             group[k].append(m[k])
+        group["vs_ticket"].append(jax.tree.map(np.asarray, _compare(ticket_mask, sl(c_mask))))
         group["test_acc_curve"].append(m["curves"]["test_acc"])
-    return {name: {k: np.stack(v) for k, v in g.items()} for name, g in out.items()}
+    stack = lambda v: jax.tree.map(lambda *xs: np.stack(xs), *v)  # noqa: E731
+    return {name: {k: stack(v) for k, v in g.items()} for name, g in out.items()}
 
 
 class _Bar:
@@ -287,6 +358,8 @@ def run(
     with store.RunLock(d):
         store.clear_temporaries(d)
         _check_integrity(d, repair, log)
+        if config.flip_round:
+            _adopt_parent_rounds(config, out, d, log)
         done = set(store.completed_rounds(d))
         todo = [r for r in range(config.rounds) if r not in done]
         if not todo:
@@ -296,6 +369,19 @@ def run(
             log(f"{d}: {verb} round {todo[0]} of {config.rounds}, {config.seeds} ticket(s) in one program")
             _execute(config, d, ds, model, todo, progress, log)
     return store.load_run(d)
+
+
+def _adopt_parent_rounds(config: Config, out, d: Path, log: Callable[[str], None]) -> None:
+    """An LTH_flip run's rounds before the flip are its parent's (the same configuration
+    without ``flip_round``): copy the ones the parent already has instead of retraining."""
+    parent = store.run_dir(config.replace(flip_round=0), out)
+    if not parent.is_dir():
+        return
+    k = config.rewind_step()
+    parts = ["theta0", *(["theta_k"] if k else []), *(store.round_path(d, r).name for r in range(config.flip_round))]
+    copied = store.adopt(parent, d, parts)
+    if copied:
+        log(f"{d}: reused {', '.join(copied)} from the run without the flip, {parent.name}")
 
 
 def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
@@ -315,7 +401,7 @@ def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
 
 def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
              progress: bool, log: Callable[[str], None]) -> None:
-    early_on = "val" if len(ds.x_val) else "test"
+    stop = early_stop_spec(config, "val" if len(ds.x_val) else "test")
     mesh = ticket_mesh(config.seeds)
     data = replicate(device_data(ds), mesh)
     init_keys, data_keys = shard_tickets(ticket_keys(config), mesh)
@@ -336,6 +422,8 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         theta_k = theta0
 
     states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
+    flip = config.flip_round
+    snip_inputs = (make_loss(model, ds.mean, ds.std), dense, data, data_keys)
 
     def state(r: int):
         """(mask, trained params, cumulative diverged flags) of round r, from memory or disk."""
@@ -351,6 +439,8 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         frozen = np.zeros(T, bool) if r == 0 else state(r - 1)[2]
         if r == 0:
             mask = dense
+        elif r == flip:
+            mask = _complement(state(r - 1)[0])
         elif config.mode == "oneshot":
             mask = next_mask(config, state(0)[1], dense, r, fallback=state(r - 1)[0], frozen=frozen)
         else:
@@ -378,7 +468,8 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
             with_controls = r > 0 and bool(config.controls)
             if with_controls:
                 # Controls train in the same program as their tickets, on the tickets' data order.
-                c_start, c_mask, labels = control_starts(config, model, r, start, mask, theta0, init_keys)
+                c_start, c_mask, labels = control_starts(config, model, r, start, mask, theta0, init_keys,
+                                                         snip_inputs)
                 n = len(labels)
                 p_in, m_in = _concat(start, c_start), _concat(mask, c_mask)
                 k_in = jnp.concatenate([data_keys] * (n + 1))
@@ -388,18 +479,26 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
             if with_controls:
                 tail = lambda t: jax.tree.map(lambda a: a[T:], t)  # noqa: E731
                 head = lambda t: jax.tree.map(lambda a: a[:T], t)  # noqa: E731
-                c_metrics = _control_metrics(r, tail(m_in), tail(params), tail(curves), labels, T, early_on)
+                c_metrics = _control_metrics(r, tail(m_in), tail(params), tail(curves), labels, T, stop, mask)
                 params, curves = head(params), head(curves)
         jax.block_until_ready(params)
         bar.close()
         store.fault_point(f"round{r}.trained")
 
-        metrics = round_metrics(r, mask, params, curves, early_on, time.perf_counter() - t0, frozen)
+        metrics = round_metrics(r, mask, params, curves, stop, time.perf_counter() - t0, frozen)
         if r > 0 and config.controls:
             metrics["controls"] = c_metrics  # set in the training branch above
+        if flip and r >= flip:
+            # LTH_flip: every later mask must stay disjoint from the mask that was flipped.
+            shared = np.asarray(jax.vmap(lambda a, b: M.overlap(a, b)["total"])(mask, state(flip - 1)[0]))
+            if shared.any():
+                raise RuntimeError(f"LTH_flip invariant broken in round {r}: tickets share {shared.tolist()} "
+                                   f"weights with the round-{flip - 1} mask they were flipped from")
+            metrics["shared_with_flipped"] = shared
         store.save_round(d, r, mask, params, metrics)
         log(format_round(metrics))
         states[r] = (mask, params, metrics["diverged"])
-        # Only round r (next round's input) and round 0 (one-shot's source) are needed again.
-        for old in [q for q in states if q not in (0, r)]:
+        # Only round r (next round's input), round 0 (one-shot's source) and the flipped
+        # mask's round (LTH_flip's disjointness check) are needed again.
+        for old in [q for q in states if q not in (0, r, flip - 1)]:
             del states[old]

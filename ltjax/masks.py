@@ -111,3 +111,30 @@ def hamming(a: PyTree, b: PyTree) -> jax.Array:
     lb = [m for _, m in leaves_with_names(b)]
     diff = sum(jnp.sum(x != y, dtype=jnp.int32) for x, y in zip(la, lb))
     return diff / sum(x.size for x in la)
+
+
+def compare(a: PyTree, b: PyTree) -> dict[str, dict[str, jax.Array]]:
+    """Counts comparing two masks, per prunable layer and under ``"total"``.
+
+    For each layer: ``kept_a`` and ``kept_b`` (survivors of each mask), ``overlap``
+    (surviving in both), ``only_a`` (surviving in ``a``, pruned in ``b``), ``only_b``, and
+    ``difference = only_a + only_b`` (the Hamming distance as a count).
+
+    The LTH-vs-SNIP report's Tables 6-7 compare masks of equal size (a SNIP ticket is
+    pruned to the LTH ticket's count). Its columns are, in these terms: **Kept** =
+    ``kept_a`` (= ``kept_b``), **Overlap** = ``overlap``, and **Difference** = ``only_a``
+    (= ``only_b``): weights kept by one and pruned by the other, counted on one side; its
+    numbers satisfy Kept = Overlap + Difference (Table 6, row 1: 174,184.5 + 38,875.5 =
+    213,060). Per layer the two one-sided counts can differ, since SNIP is global.
+    """
+    out: dict[str, dict[str, jax.Array]] = {}
+    for (name, x), (_, y) in zip(leaves_with_names(a), leaves_with_names(b)):
+        row = {
+            "kept_a": jnp.sum(x, dtype=jnp.int32), "kept_b": jnp.sum(y, dtype=jnp.int32),
+            "overlap": jnp.sum(x & y, dtype=jnp.int32),
+            "only_a": jnp.sum(x & ~y, dtype=jnp.int32), "only_b": jnp.sum(~x & y, dtype=jnp.int32),
+        }
+        row["difference"] = row["only_a"] + row["only_b"]
+        out[name] = row
+    out["total"] = {k: sum(r[k] for r in out.values()) for k in next(iter(out.values()))} if out else {}
+    return out

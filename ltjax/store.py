@@ -259,6 +259,33 @@ def completed_rounds(d: Path) -> list[int]:
     return sorted(out)
 
 
+def adopt(src: Path, dst: Path, parts: list[str]) -> list[str]:
+    """Copy committed parts (``theta0``, ``round_003``, ...) of run ``src`` into run ``dst``.
+
+    For studies that share a prefix with another run (an LTH_flip run repeats its parent's
+    rounds before the flip): only parts intact in ``src`` and absent from ``dst`` are copied,
+    each through a temporary directory and an atomic rename, and verified after the copy.
+    Returns the parts copied.
+    """
+    copied = []
+    for part in parts:
+        s, d = src / part, dst / part
+        if d.exists() or not (s / MANIFEST).exists() or verify(s):
+            continue
+        tmp = dst / f"{part}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(s, tmp)
+        if verify(tmp):
+            shutil.rmtree(tmp)
+            continue
+        for p in [*_files(tmp), tmp / MANIFEST]:
+            _fsync(p)
+        os.replace(tmp, d)
+        _fsync(dst)
+        copied.append(part)
+    return copied
+
+
 class Round:
     """One completed round; ``mask`` and ``params`` load from disk on first access."""
 

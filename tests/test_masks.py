@@ -207,3 +207,20 @@ def test_hamming_vmap_jit():
 def test_empty_mask_tree(fn):
     assert fn({"a": {"bias": None}}) == {}
     assert M.layer_names({"a": {"bias": None}}) == []
+
+
+def test_compare_counts_by_hand():
+    a = {"l1": {"kernel": jnp.array([[1, 1, 0], [0, 1, 0]], bool)}, "l2": {"kernel": jnp.array([1, 0, 1, 1], bool)},
+         "b": {"bias": None}}
+    b = {"l1": {"kernel": jnp.array([[1, 0, 1], [0, 1, 1]], bool)}, "l2": {"kernel": jnp.array([0, 0, 1, 1], bool)},
+         "b": {"bias": None}}
+    c = M.compare(a, b)
+    as_int = {k: {q: int(v) for q, v in row.items()} for k, row in c.items()}
+    assert as_int["l1"] == {"kept_a": 3, "kept_b": 4, "overlap": 2, "only_a": 1, "only_b": 2, "difference": 3}
+    assert as_int["l2"] == {"kept_a": 3, "kept_b": 2, "overlap": 2, "only_a": 1, "only_b": 0, "difference": 1}
+    assert as_int["total"] == {"kept_a": 6, "kept_b": 6, "overlap": 4, "only_a": 2, "only_b": 2, "difference": 4}
+    # the report's identity for equal-size masks: Kept = Overlap + Difference (one-sided)
+    t = as_int["total"]
+    assert t["kept_a"] == t["overlap"] + t["only_a"] and t["only_a"] == t["only_b"]
+    # the count difference agrees with the normalized Hamming distance
+    assert t["difference"] / 10 == pytest.approx(float(M.hamming(a, b)))
