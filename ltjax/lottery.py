@@ -11,6 +11,14 @@ the r-th density (``oneshot``), then starts from:
 * ``continue``: the previous round's trained weights ⊙ m, trained for ``iterations`` again
   with a fresh optimizer (Han et al. 2015).
 
+Beside each ticket of round r ≥ 1, ``config.controls`` networks train in the same program:
+the 2018 paper's controls (``reinit``, ``shuffle``), ``reset``, and the LTH-vs-SNIP
+report's comparisons ``snip`` / ``isnip`` (θ0 pruned before training to the ticket's exact
+size). With ``flip_round = f`` the mask of round f is the complement of round f-1's
+(LTH_flip), later rounds prune it as usual, and each round checks it shares no weight
+with the flipped mask; rounds before f are copied from the run without the flip if it
+exists.
+
 All T tickets (seeds ``seed … seed+T-1``) train in one compiled, vmapped program whose
 ticket axis is sharded over the local devices. Every round is saved before the next one
 starts; rerunning the same configuration resumes after the last complete round and,

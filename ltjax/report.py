@@ -27,7 +27,9 @@ def round_table(run: Run) -> str:
     layers = list(first["layer_density"])
     on = first["early_stop_on"]
     any_diverged = any(np.any(rd.metrics["diverged"]) for rd in run.rounds)
-    head = ["round", "density %", *[f"{l} %" for l in layers], f"early-stop iter ({on} loss)",
+    rule = first.get("early_stop_rule", "min_loss")  # runs from before the rule was recorded: min_loss
+    es = f"early-stop iter ({on} loss)" if rule == "min_loss" else f"early-stop iter ({on} acc, patience)"
+    head = ["round", "density %", *[f"{l} %" for l in layers], es,
             "val acc @es %", "test acc @es %", "final test acc %", *(["diverged"] if any_diverged else [])]
     rows = []
     for rd in run.rounds:

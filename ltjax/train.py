@@ -78,7 +78,9 @@ class Curves(NamedTuple):
 
 def _pad(x: np.ndarray, y: np.ndarray):
     n = len(x)
-    m = max(-(-n // EVAL_BATCH) * EVAL_BATCH, EVAL_BATCH) if n else 0
+    # A set smaller than one evaluation batch is one unpadded batch; larger sets are padded
+    # to whole batches of EVAL_BATCH (padding carries weight 0).
+    m = n if n <= EVAL_BATCH else -(-n // EVAL_BATCH) * EVAL_BATCH
     pad = m - n
     w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
     x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
@@ -159,8 +161,9 @@ def make_trainer(
     def evaluate(params, x, y, w):
         if x.shape[0] == 0:
             return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
-        xs = x.reshape(-1, EVAL_BATCH, *x.shape[1:])
-        ys, ws = y.reshape(-1, EVAL_BATCH), w.reshape(-1, EVAL_BATCH)
+        b = min(EVAL_BATCH, x.shape[0])
+        xs = x.reshape(-1, b, *x.shape[1:])
+        ys, ws = y.reshape(-1, b), w.reshape(-1, b)
 
         def one(args):
             xb, yb, wb = args

@@ -351,3 +351,23 @@ def test_cifar10_bad_manual_file_named(offline, tmp_path):
     sums = D.DATASETS["cifar10"].checksums["cifar-10-binary.tar.gz"]
     assert "'cifar10'" in msg and "cifar-10-binary.tar.gz" in msg
     assert sums.sha256 in msg and str(sums.size) in msg and "HTML" in msg
+
+
+def test_conv_same_gradients_equal_the_lax_convolution():
+    """The custom kernel gradient of conv_same (fast inside loops on XLA:CPU) is the same
+    function as differentiating lax.conv_general_dilated directly."""
+    from jax import lax
+
+    from ltjax.models.conv import conv_same
+
+    rng = np.random.default_rng(0)
+    for shape_x, shape_k in (((2, 7, 5, 3), (3, 3, 3, 4)), ((1, 6, 6, 1), (3, 3, 1, 2)), ((2, 5, 5, 2), (5, 5, 2, 3))):
+        x = jnp.asarray(rng.normal(size=shape_x), jnp.float32)
+        k = jnp.asarray(rng.normal(size=shape_k), jnp.float32)
+        g = jnp.asarray(rng.normal(size=shape_x[:3] + shape_k[-1:]), jnp.float32)
+        ref = lambda a, b: lax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
+        y, vjp = jax.vjp(conv_same, x, k)
+        y_ref, vjp_ref = jax.vjp(ref, x, k)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+        for a, b in zip(vjp(g), vjp_ref(g)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -100,3 +100,35 @@ def test_lth_flip_is_disjoint_and_reuses_the_parents_rounds(tmp_path):
     for layer, rate in (("fc1", 0.2), ("fc2", 0.2), ("out", 0.1)):
         n = np.asarray(c2[layer])
         np.testing.assert_array_equal(np.asarray(c3[layer]), n - np.asarray(prune_count(n, rate)))
+
+
+def test_conv2_cifar10_preset_runs_on_synthetic_cifar_shaped_data(tmp_path, monkeypatch):
+    """CIFAR-10 cannot be downloaded here: the preset's whole path (Conv-2, per-layer rates,
+    SNIP beside the ticket, patience stopping) on random arrays of CIFAR-10's shapes."""
+    from ltjax import data as D
+
+    rng = np.random.default_rng(0)
+    fake = {"x_train": rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8),
+            "y_train": rng.integers(0, 10, 200).astype(np.int32),
+            "x_test": rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8),
+            "y_test": rng.integers(0, 10, 50).astype(np.int32)}
+    monkeypatch.setattr(D, "load_arrays", lambda name, **kw: fake)
+    cfg = presets.get("conv2_cifar10_lth_snip").replace(
+        widths=(16,), batch_size=8, iterations=20, eval_every=20, patience_every=20, patience=1,
+        validation_size=50, rounds=2, seeds=1, controls=())
+    run = lottery.run(cfg, tmp_path, progress=False, log=_quiet)
+    m = run.rounds[1].metrics
+    # conv layers lose 10%, fc1 20%, out 10% (round-half-up counts)
+    sizes = {"conv1": 3 * 3 * 3 * 64, "conv2": 3 * 3 * 64 * 64, "fc1": 16 * 16 * 64 * 16, "out": 16 * 10}
+    for layer, rate in (("conv1", 0.1), ("conv2", 0.1), ("fc1", 0.2), ("out", 0.1)):
+        n = sizes[layer]
+        assert int(np.asarray(m["remaining"][layer])[0]) == n - int(prune_count(n, rate)), layer
+    assert run.theta0["conv1"]["kernel"].shape == (1, 3, 3, 3, 64)
+    # SNIP on the conv net at θ0 (the driver's snip control, minus the training)
+    model = build_model(cfg, load(cfg.dataset, validation_size=50))
+    theta0 = jax.tree.map(lambda a: a[0], run.theta0)
+    dense = M.make_mask(theta0, model.is_prunable)
+    keep = int(_total(m["remaining"])[0])
+    sm = snip.snip(make_loss(model, (0.5,) * 3, (0.25,) * 3), theta0, dense, fake["x_train"][:8],
+                   fake["y_train"][:8], keep)
+    assert sum(int(v) for v in M.count(sm).values()) == keep
