@@ -2,6 +2,24 @@
 
 Higher score = more important; :func:`ltjax.pruning.prune` removes the lowest-scoring
 *surviving* weights, so scores of already pruned weights never matter.
+
+Layerwise importance scores (Vandersmissen et al., "layerwise importance" paper, sec. 2.1
+and Algorithm 2; LAMP from Lee et al. 2021) rescale each layer's magnitudes so that
+values from different layers become comparable when pooled for global pruning
+(``scope=global``). As Algorithm 2 prescribes (``layerwise-importance(abs(θ))``), every
+score is computed from ``a = |w|`` and only over the layer's *surviving* weights (pruned
+weights get score 0 and take no part in a layer's sums, minima or maxima):
+
+==========  ==============================================================
+magnitude   ``a``
+l1          ``a / Σ a``
+l2          ``a² / Σ a²``
+softmax     ``exp(a) / Σ exp(a)``
+minmax      ``(a − min a) / (max a − min a)`` (1 where max = min)
+lamp        ``a_u² / Σ_{v: a_v ≥ a_u} a_v²`` (Lee et al. 2021; ties share one denominator)
+==========  ==============================================================
+
+A "layer" is one prunable tensor (a kernel).
 """
 
 from __future__ import annotations
@@ -29,7 +47,68 @@ def magnitude(params: PyTree, mask: PyTree) -> PyTree:
     )
 
 
-SCORES: dict[str, ScoreFn] = {"magnitude": magnitude}
+def _per_layer(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> ScoreFn:
+    """Lift ``fn(a, alive) -> score`` (one layer's |w| and mask) to a score pytree;
+    pruned weights get 0."""
+    def score(params: PyTree, mask: PyTree) -> PyTree:
+        def one(m, p):
+            if m is None:
+                return None
+            a = jnp.abs(p).astype(jnp.float32)
+            return jnp.where(m, fn(a, m), 0.0)
+        return jax.tree.map(one, mask, params, is_leaf=lambda x: x is None)
+    return score
+
+
+def _safe_div(num: jax.Array, den: jax.Array, if_zero: float = 0.0) -> jax.Array:
+    ok = den > 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), if_zero)
+
+
+def _l1(a, m):
+    return _safe_div(a, jnp.sum(jnp.where(m, a, 0.0)))
+
+
+def _l2(a, m):
+    return _safe_div(a * a, jnp.sum(jnp.where(m, a * a, 0.0)))
+
+
+def _softmax(a, m):
+    top = jnp.max(jnp.where(m, a, -jnp.inf))
+    e = jnp.where(m, jnp.exp(a - jnp.where(jnp.isfinite(top), top, 0.0)), 0.0)  # shift: same ratios, no overflow
+    return _safe_div(e, jnp.sum(e))
+
+
+def _minmax(a, m):
+    lo = jnp.min(jnp.where(m, a, jnp.inf))
+    hi = jnp.max(jnp.where(m, a, -jnp.inf))
+    return _safe_div(a - lo, hi - lo, if_zero=1.0)
+
+
+def _lamp(a, m):
+    flat_a, flat_m = a.reshape(-1), m.reshape(-1)
+    key = jnp.where(flat_m, flat_a * flat_a, -1.0)  # pruned weights sort first and add nothing
+    srt = jnp.sort(key)
+    contrib = jnp.maximum(srt, 0.0)
+    suffix = jnp.cumsum(contrib[::-1])[::-1]  # suffix[i] = Σ_{j ≥ i} srt[j]
+    first = jnp.searchsorted(srt, key, side="left")  # ties: the first of equal values, so all of them count
+    return _safe_div(flat_a * flat_a, suffix[first]).reshape(a.shape)
+
+
+l1 = _per_layer(_l1)
+l1.__doc__ = "L1 normalization per layer: ``|w| / Σ_layer |w|`` over surviving weights."
+l2 = _per_layer(_l2)
+l2.__doc__ = "L2 normalization per layer: ``w² / Σ_layer w²`` over surviving weights."
+softmax = _per_layer(_softmax)
+softmax.__doc__ = "Softmax per layer of ``|w|``: ``exp|w| / Σ_layer exp|w|`` over surviving weights."
+minmax = _per_layer(_minmax)
+minmax.__doc__ = "Min-max normalization per layer of ``|w|`` over surviving weights (1 where max = min)."
+lamp = _per_layer(_lamp)
+lamp.__doc__ = ("LAMP (Lee et al. 2021): ``w_u² / Σ_{v: |w_v| ≥ |w_u|} w_v²`` over the layer's surviving "
+                "weights; the layer's largest weight scores 1.")
+
+SCORES: dict[str, ScoreFn] = {"magnitude": magnitude, "l1": l1, "l2": l2, "softmax": softmax,
+                              "minmax": minmax, "lamp": lamp}
 
 
 def get(name: str) -> ScoreFn:

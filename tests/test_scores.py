@@ -1,0 +1,94 @@
+"""Layerwise importance scores on hand-computed layers (only surviving weights count)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ltjax import pruning, scores
+
+W = jnp.array([[3.0, -1.0], [0.5, -2.0]])
+M = jnp.array([[True, True], [False, True]])  # 0.5 is pruned: it must not enter any sum
+TREE_P = {"a": {"kernel": W, "bias": jnp.ones(2)}}
+TREE_M = {"a": {"kernel": M, "bias": None}}
+
+
+def score(name, params=TREE_P, mask=TREE_M):
+    out = scores.get(name)(params, mask)
+    assert out["a"]["bias"] is None
+    return np.asarray(out["a"]["kernel"])
+
+
+@pytest.mark.parametrize("name,expect", [
+    ("magnitude", [[3, 1], [0.5, 2]]),
+    ("l1", [[3 / 6, 1 / 6], [0, 2 / 6]]),
+    ("l2", [[9 / 14, 1 / 14], [0, 4 / 14]]),
+    ("softmax", [[math.e ** 3 / (math.e ** 3 + math.e + math.e ** 2), math.e / (math.e ** 3 + math.e + math.e ** 2)],
+                 [0, math.e ** 2 / (math.e ** 3 + math.e + math.e ** 2)]]),
+    ("minmax", [[1.0, 0.0], [0, 0.5]]),
+    # LAMP: survivors' squares ascending 1, 4, 9; denominators = sums of squares not smaller: 14, 13, 9
+    ("lamp", [[1.0, 1 / 14], [0, 4 / 13]]),
+])
+def test_scores_by_hand(name, expect):
+    got = score(name)
+    if name == "magnitude":  # magnitude ignores the mask (pruning never reads pruned scores)
+        np.testing.assert_allclose(got, expect, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-7)
+
+
+def test_lamp_ties_share_the_denominator():
+    p = {"a": {"kernel": jnp.array([2.0, -2.0, 1.0])}}
+    m = {"a": {"kernel": jnp.ones(3, bool)}}
+    got = np.asarray(scores.lamp(p, m)["a"]["kernel"])
+    np.testing.assert_allclose(got, [4 / 8, 4 / 8, 1 / 9], rtol=1e-6)
+
+
+def test_lamp_matches_a_direct_definition_on_random_layers():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        w = rng.normal(size=(7, 5)).astype(np.float32)
+        w[0, :2] = w[1, :2]  # some ties
+        m = rng.random((7, 5)) > 0.3
+        got = np.asarray(scores.lamp({"k": {"kernel": jnp.asarray(w)}}, {"k": {"kernel": jnp.asarray(m)}})["k"]["kernel"])
+        sq = np.where(m, w * w, np.nan)
+        ref = np.zeros_like(w)
+        for idx in zip(*np.nonzero(m)):
+            ref[idx] = sq[idx] / np.nansum(np.where(sq >= sq[idx], sq, 0.0))
+        np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_degenerate_layers():
+    p = {"a": {"kernel": jnp.array([5.0, 1.0])}}
+    one = {"a": {"kernel": jnp.array([True, False])}}
+    assert float(scores.minmax(p, one)["a"]["kernel"][0]) == 1.0  # single survivor: max = min
+    assert float(scores.lamp(p, one)["a"]["kernel"][0]) == 1.0
+    none = {"a": {"kernel": jnp.array([False, False])}}
+    for name in ("l1", "l2", "softmax", "minmax", "lamp"):
+        np.testing.assert_array_equal(scores.get(name)(p, none)["a"]["kernel"], [0.0, 0.0])
+    big = {"a": {"kernel": jnp.array([1000.0, 999.0])}}
+    s = np.asarray(scores.softmax(big, {"a": {"kernel": jnp.ones(2, bool)}})["a"]["kernel"])
+    assert np.all(np.isfinite(s)) and s.sum() == pytest.approx(1.0)
+
+
+def test_pooled_global_pruning_differs_from_magnitude_by_layer_normalization():
+    """Magnitude pooled globally empties the small-weight layer; L1 rescales each layer to
+    sum to one and prunes the large layer instead (the paper's motivation: layer collapse)."""
+    params = {"x": {"kernel": jnp.array([10.0, 20.0, 30.0, 40.0])}, "y": {"kernel": jnp.array([1.0, 2.0])}}
+    mask = jax.tree.map(lambda a: jnp.ones(a.shape, bool), params)
+    mag = pruning.prune(scores.magnitude(params, mask), mask, 0.5, scope="global")
+    np.testing.assert_array_equal(mag["y"]["kernel"], [False, False])
+    np.testing.assert_array_equal(mag["x"]["kernel"], [False, True, True, True])
+    l1 = pruning.prune(scores.l1(params, mask), mask, 0.5, scope="global")  # .1 .2 .3 .4 | .33 .67
+    np.testing.assert_array_equal(l1["x"]["kernel"], [False, False, False, True])
+    np.testing.assert_array_equal(l1["y"]["kernel"], [True, True])
+
+
+def test_scores_vmap_over_tickets():
+    P = {"a": {"kernel": jnp.stack([W, -2 * W]), "bias": jnp.ones((2, 2))}}
+    Mk = {"a": {"kernel": jnp.stack([M, M]), "bias": None}}
+    for name in scores.SCORES:
+        out = jax.vmap(scores.get(name))(P, Mk)["a"]["kernel"]
+        np.testing.assert_allclose(out[0], score(name), rtol=1e-6)
