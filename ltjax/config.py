@@ -29,7 +29,7 @@ NOT_HASHED = ("name", "rounds")
 # Fields added after runs existed: left out of the hash while at their default, so adding
 # them did not rename existing run directories.
 HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",), "early_stop": "min_loss", "patience": 4,
-                 "patience_every": 500, "flip_round": 0}
+                 "patience_every": 500, "flip_round": 0, "scores": ()}
 
 # Bounds that are not arbitrary: the compiled training program counts iterations (and
 # indexes batches and layers) with 32-bit integers; JAX's PRNG keys hold 32-bit seeds (a
@@ -86,6 +86,8 @@ class Config:
     densities: tuple[float, ...] = _f((), "oneshot: target densities (fraction remaining) of rounds 1..; default: (1-prune_rate)^r")
     scope: str = _f("layerwise", "layerwise | global")
     score: str = _f("magnitude", "score used to prune")
+    scores: tuple[str, ...] = _f((), "several scores in one program: one ticket per (score, seed), all seeds "
+                                      "of a score sharing its θ0 with the other scores; overrides score")
     prune_rate: float = _f(0.2, "fraction of surviving weights pruned per round (sparsity step, not density)")
     layer_rates: tuple[tuple[str, float], ...] = _f((("out", 0.1),), "layerwise rate overrides, layer:rate,... (globs allowed)")
     exclude: tuple[str, ...] = _f((), "layers never pruned (globs allowed)")
@@ -107,6 +109,15 @@ class Config:
             lr_drop_factor=self.lr_drop_factor, warmup_iterations=self.warmup_iterations,
             batch_size=self.batch_size, eval_every=self.eval_every,
         )
+
+    def ticket_scores(self) -> list[str]:
+        """The score each ticket is pruned by, in ticket order: ``scores[s]`` for tickets
+        ``s·seeds … s·seeds + seeds - 1`` (seed ``seed + i`` is ticket ``s·seeds + i``)."""
+        return [s for s in self.scores for _ in range(self.seeds)] if self.scores else [self.score] * self.seeds
+
+    def num_tickets(self) -> int:
+        """Tickets trained together: ``seeds`` × the number of scores."""
+        return self.seeds * max(1, len(self.scores))
 
     def rewind_step(self) -> int:
         """Iteration the tickets of rounds ≥ 1 start from (0 for reset)."""
@@ -178,6 +189,11 @@ class Config:
         choice("mode", MODES)
         choice("scope", pruning.SCOPES)
         choice("score", scores.SCORES)
+        for name in self.scores:
+            if name not in scores.SCORES:
+                raise ConfigError(f"scores={_show(self.scores)} is not valid: {name!r} is not a score; choose from: "
+                                  f"{', '.join(sorted(scores.SCORES))}")
+        check("scores", len(set(self.scores)) == len(self.scores), "distinct score names")
         choice("early_stop", stopping.EARLY_STOP_RULES)
         check("patience", self.patience >= 1, "an integer ≥ 1 (evaluations)")
         check("patience_every", self.patience_every >= 1 and (self.early_stop != "patience"

@@ -58,10 +58,12 @@ def build_model(config: Config, ds: D.Dataset) -> models.Model:
 
 
 def ticket_keys(config: Config) -> tuple[jax.Array, jax.Array]:
-    """Per-ticket (init key, data-order key); ticket i uses seed ``config.seed + i``."""
+    """Per-ticket (init key, data-order key); ticket ``s·seeds + i`` uses seed ``config.seed + i``
+    (with several ``scores``, the tickets of one seed share θ0 and data order)."""
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
     both = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
-    return both[:, 0], both[:, 1]
+    reps = max(1, len(config.scores))
+    return jnp.tile(both[:, 0], (reps, 1)), jnp.tile(both[:, 1], (reps, 1))
 
 
 def round_rates(config: Config, layer_names: list[str], r: int) -> float | dict[str, float]:
@@ -108,12 +110,13 @@ def _all_finite(tree: PyTree) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def _pruner(score: str, scope: str, exclude: tuple[str, ...], rates: Any) -> Callable:
-    score_fn = scores.get(score)
+def _pruner(score_names: tuple[str, ...], scope: str, exclude: tuple[str, ...], rates: Any) -> Callable:
+    fns = [scores.get(n) for n in score_names]
     rate = dict(rates) if isinstance(rates, tuple) else rates
 
-    def one(params, mask, fallback, frozen):
-        s = score_fn(params, mask)
+    def one(params, mask, fallback, frozen, which):
+        # Each ticket's own score (a select under vmap when the study mixes scores).
+        s = fns[0](params, mask) if len(fns) == 1 else jax.lax.switch(which, fns, params, mask)
         new = pruning.prune(s, mask, rate, scope=scope, exclude=exclude)
         # A diverged ticket (non-finite scores) or a frozen one never gets a NaN-driven mask.
         keep_new = _all_finite(s) & ~frozen
@@ -134,8 +137,11 @@ def next_mask(config: Config, params: PyTree, mask: PyTree, r: int,
     key = tuple(sorted(rates.items())) if isinstance(rates, dict) else rates
     T = jax.tree.leaves(mask)[0].shape[0]
     frozen = jnp.zeros(T, bool) if frozen is None else jnp.asarray(frozen, bool)
-    return _pruner(config.score, config.scope, tuple(config.exclude), key)(
-        params, mask, mask if fallback is None else fallback, frozen)
+    names = tuple(dict.fromkeys(config.ticket_scores()))
+    which = (jnp.zeros(T, jnp.int32) if len(names) == 1
+             else jnp.asarray([names.index(n) for n in config.ticket_scores()], jnp.int32))
+    return _pruner(names, config.scope, tuple(config.exclude), key)(
+        params, mask, mask if fallback is None else fallback, frozen, which)
 
 
 def round_start(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_params: PyTree, mask: PyTree):
@@ -374,7 +380,7 @@ def run(
             log(f"{d}: all {config.rounds} rounds already complete")
         else:
             verb = "resuming at" if done else "starting at"
-            log(f"{d}: {verb} round {todo[0]} of {config.rounds}, {config.seeds} ticket(s) in one program")
+            log(f"{d}: {verb} round {todo[0]} of {config.rounds}, {config.num_tickets()} ticket(s) in one program")
             _execute(config, d, ds, model, todo, progress, log)
     return store.load_run(d)
 
@@ -410,10 +416,10 @@ def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
 def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
              progress: bool, log: Callable[[str], None]) -> None:
     stop = early_stop_spec(config, "val" if len(ds.x_val) else "test")
-    mesh = ticket_mesh(config.seeds)
+    mesh = ticket_mesh(config.num_tickets())
     data = replicate(device_data(ds), mesh)
     init_keys, data_keys = shard_tickets(ticket_keys(config), mesh)
-    T = config.seeds
+    T = config.num_tickets()
 
     if (d / "theta0").exists():
         theta0 = shard_tickets(store.load_once(d / "theta0"), mesh)
@@ -494,6 +500,8 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         store.fault_point(f"round{r}.trained")
 
         metrics = round_metrics(r, mask, params, curves, stop, time.perf_counter() - t0, frozen)
+        if config.scores:
+            metrics["ticket_score"] = config.ticket_scores()
         if r > 0 and config.controls:
             metrics["controls"] = c_metrics  # set in the training branch above
         if flip and r >= flip:

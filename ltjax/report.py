@@ -31,29 +31,39 @@ def round_table(run: Run) -> str:
     es = f"early-stop iter ({on} loss)" if rule == "min_loss" else f"early-stop iter ({on} acc, patience)"
     head = ["round", "density %", *[f"{l} %" for l in layers], es,
             "val acc @es %", "test acc @es %", "final test acc %", *(["diverged"] if any_diverged else [])]
-    rows = []
-    for rd in run.rounds:
-        m = rd.metrics
-        ok = ~np.asarray(m["diverged"], bool)
-        rows.append([
-            str(rd.index),
-            f"{100 * np.mean(m['density'][ok] if ok.any() else m['density']):.2f}",
-            *[f"{100 * np.mean(m['layer_density'][l][ok] if ok.any() else m['layer_density'][l]):.2f}" for l in layers],
-            _ms(m["early_stop_iteration"], ok, digits=0),
-            _ms(m["val_acc_at_es"], ok, 100) if on == "val" else "n/a",
-            _ms(m["test_acc_at_es"], ok, 100),
-            _ms(m["final_test_acc"], ok, 100),
-            *([f"{int((~ok).sum())}/{ok.size}"] if any_diverged else []),
-        ])
     c = run.config
     title = (f"{run.path}\n{c.name}: {c.seeds} seed(s) from {c.seed}, {c.strategy}"
              f"{f' to iteration {c.rewind_iteration}' if c.strategy == 'rewind' else ''}, {c.mode} {c.scope} "
              f"pruning, {c.iterations} iterations per round; mean ± std over seeds")
-    out = [title, *_align(head, rows)]
+    groups = [(None, np.ones(c.num_tickets(), bool))] if not c.scores else [
+        (name, np.asarray([t == name for t in c.ticket_scores()])) for name in c.scores]
+    out = [title]
+    for name, sel in groups:
+        if name is not None:
+            out.append(f"\nscore {name} ({int(sel.sum())} tickets):")
+        out += _align(head, _rows(run, layers, on, any_diverged, sel))
     if c.controls:
         out += ["", "controls (same mask density, trained in the same program): "
                     "test acc @es % and early-stop iteration, mean ± std over seeds × copies", *_controls_rows(run)]
     return "\n".join(out)
+
+
+def _rows(run: Run, layers: list[str], on: str, any_diverged: bool, sel: np.ndarray) -> list[list[str]]:
+    rows = []
+    for rd in run.rounds:
+        m = rd.metrics
+        ok = ~np.asarray(m["diverged"], bool) & sel
+        rows.append([
+            str(rd.index),
+            f"{100 * np.mean(m['density'][ok] if ok.any() else m['density'][sel]):.2f}",
+            *[f"{100 * np.mean(m['layer_density'][l][ok] if ok.any() else m['layer_density'][l][sel]):.2f}" for l in layers],
+            _ms(m["early_stop_iteration"], ok, digits=0),
+            _ms(m["val_acc_at_es"], ok, 100) if on == "val" else "n/a",
+            _ms(m["test_acc_at_es"], ok, 100),
+            _ms(m["final_test_acc"], ok, 100),
+            *([f"{int((~ok & sel).sum())}/{int(sel.sum())}"] if any_diverged else []),
+        ])
+    return rows
 
 
 def _align(head: list[str], rows: list[list[str]]) -> list[str]:

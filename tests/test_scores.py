@@ -92,3 +92,37 @@ def test_scores_vmap_over_tickets():
     for name in scores.SCORES:
         out = jax.vmap(scores.get(name))(P, Mk)["a"]["kernel"]
         np.testing.assert_allclose(out[0], score(name), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_several_scores_in_one_program(tmp_path):
+    """scores=(magnitude, l1, lamp) × 2 seeds: 6 tickets in one program; the tickets of a
+    seed share θ0 and each is pruned by its own score."""
+    from ltjax import lottery, presets, report
+    from ltjax import masks as Mk
+
+    base = presets.get("lenet_mnist_openlth").replace(iterations=469, eval_every=469, seeds=2, rounds=2)
+    run = lottery.run(base.replace(scores=("magnitude", "l1", "lamp")), tmp_path, progress=False, log=lambda _: None)
+    assert list(run.rounds[1].metrics["ticket_score"]) == ["magnitude"] * 2 + ["l1"] * 2 + ["lamp"] * 2
+    t0 = run.theta0["fc1"]["kernel"]
+    assert t0.shape[0] == 6
+    np.testing.assert_array_equal(t0[0], t0[2])  # seed 0 under magnitude and under l1
+    np.testing.assert_array_equal(t0[1], t0[5])
+    assert not np.array_equal(t0[0], t0[1])
+    # each ticket's round-1 mask is its own score applied to its round-0 weights
+    params0 = run.rounds[0].params
+    for t, name in enumerate(run.rounds[1].metrics["ticket_score"]):
+        p = jax.tree.map(lambda a: a[t], params0)
+        dense = jax.tree.map(lambda a: a[t], run.rounds[0].mask)
+        want = pruning.prune(scores.get(name)(p, dense), dense, 0.2, scope="global", exclude=("out",))
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(jax.tree.map(lambda a: a[t], run.rounds[1].mask))):
+            np.testing.assert_array_equal(np.asarray(a), b)
+    total = lambda t: sum(int(v[t]) for v in run.rounds[1].metrics["remaining"].values())  # noqa: E731
+    assert len({total(t) for t in range(6)}) == 1  # global pruning: the same count for every score
+    lm = Mk.layer_names(run.rounds[1].mask)
+    assert lm == ["fc1", "fc2", "out"]
+    # l1 and magnitude choose different per-layer densities from the same weights
+    d = run.rounds[1].metrics["layer_density"]["fc2"]
+    assert d[0] != d[2]
+    table = report.round_table(run)
+    assert "score l1 (2 tickets):" in table and "score lamp (2 tickets):" in table
