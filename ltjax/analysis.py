@@ -260,3 +260,43 @@ def select_rounds(run, targets: Sequence[float], on: str = "hidden", rtol: float
     """Round indices of ``run`` closest to each target density (see :func:`round_densities`)."""
     d = round_densities(run, on, layer_order)
     return [closest_round(d, t, rtol) for t in targets]
+
+
+def layer_collapse(mask: PyTree, layer_order: Sequence[str] | None = None) -> dict[str, bool]:
+    """Layer collapse of one ticket's mask (the layerwise-importance paper, sec. 3.4).
+
+    ``empty``: some prunable layer has no surviving weight. ``no_path``: no chain of
+    surviving edges connects an input to an output unit; computed for dense chains such as
+    the MLP (:func:`prune_dead_edges` both ways); for other models it equals ``empty``,
+    which for a plain feed-forward network also cuts every path (not for residual ones).
+    """
+    leaves = _named_leaves(mask)
+    empty = any(not bool(np.any(np.asarray(m))) for m in leaves.values())
+    try:
+        order = list(layer_order) if layer_order is not None else mlp_layer_order(list(leaves))
+        live = prune_dead_edges(mask, order, from_inputs=True)
+    except ValueError:
+        return {"empty": empty, "no_path": empty}
+    return {"empty": empty, "no_path": empty or not bool(np.any(np.asarray(_named_leaves(live)[order[-1]])))}
+
+
+def common_survivors(masks: Sequence[PyTree]) -> dict[str, dict[str, float]]:
+    """Weights every one of several tickets keeps (e.g. the tickets of one initialization
+    found with different scores), per layer and ``total``: the count, as a fraction of all
+    the layer's weights (``of_all``), and as a fraction of the mean number of survivors
+    (``of_surviving``)."""
+    named = [_named_leaves(m) for m in masks]
+    out: dict[str, dict[str, float]] = {}
+    tot = {"common": 0.0, "size": 0.0, "alive": 0.0}
+    for layer in named[0]:
+        stack = np.stack([np.asarray(n[layer], bool) for n in named])
+        common = float(np.all(stack, axis=0).sum())
+        alive = float(stack.reshape(len(named), -1).sum(axis=1).mean())
+        size = float(stack[0].size)
+        out[layer] = {"common": common, "of_all": common / size, "of_surviving": common / alive if alive else 0.0}
+        tot["common"] += common
+        tot["size"] += size
+        tot["alive"] += alive
+    out["total"] = {"common": tot["common"], "of_all": tot["common"] / tot["size"],
+                    "of_surviving": tot["common"] / tot["alive"] if tot["alive"] else 0.0}
+    return out

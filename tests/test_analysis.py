@@ -293,3 +293,21 @@ def test_figures_smoke(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_layer_collapse_and_common_survivors_by_hand():
+    from ltjax.analysis import common_survivors, layer_collapse
+
+    ok = {"fc1": {"kernel": np.array([[1, 0], [0, 0]], bool)}, "out": {"kernel": np.array([[1], [0]], bool)}}
+    assert layer_collapse(ok) == {"empty": False, "no_path": False}
+    # fc1 keeps only an edge into unit 1, but out keeps only unit 0's edge: no path, no empty layer
+    cut = {"fc1": {"kernel": np.array([[0, 1], [0, 0]], bool)}, "out": {"kernel": np.array([[1], [0]], bool)}}
+    assert layer_collapse(cut) == {"empty": False, "no_path": True}
+    gone = {"fc1": {"kernel": np.zeros((2, 2), bool)}, "out": {"kernel": np.array([[1], [1]], bool)}}
+    assert layer_collapse(gone) == {"empty": True, "no_path": True}
+    a = {"fc1": {"kernel": np.array([[1, 1], [0, 1]], bool)}, "out": {"kernel": np.array([[1], [1]], bool)}}
+    b = {"fc1": {"kernel": np.array([[1, 0], [1, 1]], bool)}, "out": {"kernel": np.array([[1], [0]], bool)}}
+    c = common_survivors([a, b])
+    assert c["fc1"] == {"common": 2.0, "of_all": 0.5, "of_surviving": 2 / 3}
+    assert c["out"] == {"common": 1.0, "of_all": 0.5, "of_surviving": 1 / 1.5}
+    assert c["total"]["common"] == 3.0 and c["total"]["of_all"] == 0.5
