@@ -300,3 +300,38 @@ def common_survivors(masks: Sequence[PyTree]) -> dict[str, dict[str, float]]:
     out["total"] = {"common": tot["common"], "of_all": tot["common"] / tot["size"],
                     "of_surviving": tot["common"] / tot["alive"] if tot["alive"] else 0.0}
     return out
+
+
+def weight_dynamics(params_by_round: Sequence[np.ndarray], masks_by_round: Sequence[np.ndarray],
+                    groups: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per-connection weight std and sign flips across rounds (the layerwise-importance
+    paper, Figure 2), summarized per group of connections (e.g. overlapping vs not).
+
+    Args:
+      params_by_round: one layer's trained weights of one ticket in consecutive rounds.
+      masks_by_round: that ticket's masks in the same rounds; a connection counts in a
+        round only while it survives.
+      groups: ``{name: bool array}`` selecting connections (same shape as the layer).
+    Returns:
+      ``{name: {"n", "mean_std", "median_std", "mean_flips", "flipped_fraction"}}``: the
+      std over the rounds a connection survived (connections alive in ≥ 2 rounds), and
+      the number of sign changes between consecutive rounds in which it survived.
+    """
+    w = np.stack([np.asarray(p, np.float64) for p in params_by_round])
+    m = np.stack([np.asarray(k, bool) for k in masks_by_round])
+    alive_n = m.sum(axis=0)
+    wm = np.where(m, w, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.nanstd(wm, axis=0)
+    both = m[1:] & m[:-1]
+    flips = np.sum(both & (np.sign(w[1:]) != np.sign(w[:-1])), axis=0)
+    out = {}
+    for name, sel in groups.items():
+        sel = np.asarray(sel, bool) & (alive_n >= 2)
+        s, f = std[sel], flips[sel]
+        out[name] = {"n": int(sel.sum()),
+                     "mean_std": float(s.mean()) if s.size else float("nan"),
+                     "median_std": float(np.median(s)) if s.size else float("nan"),
+                     "mean_flips": float(f.mean()) if f.size else float("nan"),
+                     "flipped_fraction": float((f > 0).mean()) if f.size else float("nan")}
+    return out

@@ -311,3 +311,16 @@ def test_layer_collapse_and_common_survivors_by_hand():
     assert c["fc1"] == {"common": 2.0, "of_all": 0.5, "of_surviving": 2 / 3}
     assert c["out"] == {"common": 1.0, "of_all": 0.5, "of_surviving": 1 / 1.5}
     assert c["total"]["common"] == 3.0 and c["total"]["of_all"] == 0.5
+
+
+def test_weight_dynamics_by_hand():
+    from ltjax.analysis import weight_dynamics
+
+    w = [np.array([1.0, 2.0, -1.0]), np.array([3.0, -2.0, -1.0]), np.array([5.0, 2.0, 7.0])]
+    m = [np.array([1, 1, 1], bool), np.array([1, 1, 0], bool), np.array([1, 1, 0], bool)]
+    out = weight_dynamics(w, m, {"a": np.array([1, 0, 0], bool), "b": np.array([0, 1, 1], bool)})
+    assert out["a"] == {"n": 1, "mean_std": pytest.approx(np.std([1, 3, 5])), "median_std": pytest.approx(np.std([1, 3, 5])),
+                        "mean_flips": 0.0, "flipped_fraction": 0.0}
+    # connection 2 survives only round 0: excluded; connection 1 flips sign twice (2 → -2 → 2)
+    assert out["b"]["n"] == 1 and out["b"]["mean_flips"] == 2.0 and out["b"]["flipped_fraction"] == 1.0
+    assert out["b"]["mean_std"] == pytest.approx(np.std([2, -2, 2]))
