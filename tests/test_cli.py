@@ -43,9 +43,10 @@ def no_training(monkeypatch):
 def test_presets_lists_all(capsys):
     code, out, err = _main(capsys, "presets")
     assert code == 0 and err == ""
-    for name in ("lenet_mnist_2018", "lenet_mnist_iclr2019", "lenet_mnist_openlth"):
+    assert set(presets.PRESETS) >= {"lenet_mnist_2018", "lenet_mnist_iclr2019", "lenet_mnist_openlth",
+                                    "lenet_mnist_lth_snip", "conv2_cifar10_lth_snip", "conv2_fashion_mnist_lth_snip"}
+    for name in presets.PRESETS:
         assert name in out
-    assert set(presets.PRESETS) == {"lenet_mnist_2018", "lenet_mnist_iclr2019", "lenet_mnist_openlth"}
     assert "fields" not in out
 
 
