@@ -59,9 +59,10 @@ def _synthetic(n_train=55_000, n_val=5000, n_test=10_000, seed=0) -> D.Dataset:
                      img(n_test), lab(n_test), (0.1307,), (0.3081,), 10)
 
 
-def train_rate(batch: int, tickets: int, steps: int, eval_every: int, ds: D.Dataset, repeats: int = 3) -> float:
+def train_rate(batch: int, tickets: int, steps: int, eval_every: int, ds: D.Dataset, repeats: int = 3,
+               model: models.Model | None = None) -> float:
     """Steps per second (per program: every step advances all ``tickets``)."""
-    model = models.mlp((300, 100), init="glorot_normal")
+    model = model or models.mlp((300, 100), init="glorot_normal")
     spec = TrainSpec(optimizer="sgd", lr=0.05, batch_size=batch, eval_every=eval_every)
     train = make_trainer(model, spec, ds.mean, ds.std)
     keys = jax.random.split(jax.random.PRNGKey(0), tickets)
@@ -77,7 +78,54 @@ def train_rate(batch: int, tickets: int, steps: int, eval_every: int, ds: D.Data
     return steps / best
 
 
-def main(steps: int = 2000, full_round: bool = False, manual_dir: str | None = None) -> dict:
+def xla_step_flops(model: models.Model, batch: int) -> float:
+    """FLOPs of one training step's loss and gradient (one ticket), from XLA's cost analysis."""
+    import optax
+
+    params = model.init(jax.random.PRNGKey(0))
+    x = jnp.zeros((batch, *model.input_shape), jnp.float32)
+    y = jnp.zeros(batch, jnp.int32)
+
+    def loss(p):
+        return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+
+    cost = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def conv_bench(peak: float, steps: int = 40, baseline_steps: int = 4) -> dict:
+    """Conv-2 on CIFAR-shaped data (batch 60): throughput as a fraction of the matmul peak,
+    and against the same network with flax.linen.Conv (XLA's default kernel gradient,
+    which XLA:CPU runs slowly inside the training scan), both in this process."""
+    from ltjax.models.conv import ConvNet
+
+    rng = np.random.default_rng(0)
+    n = 600
+    ds = D.Dataset("synthetic", rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                   rng.integers(0, 10, n).astype(np.int32), np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int32),
+                   np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int32), (0.5,) * 3, (0.25,) * 3, 10)
+    out = {}
+    model = models.conv2()
+    flops = xla_step_flops(model, 60)
+    print(f"\nConv-2, 32x32x3, batch 60 ({flops / 1e9:.1f} GFLOP per step by XLA's count)")
+    print(f"{'tickets':>7} {'steps/s':>9} {'ticket-steps/s':>14} {'GFLOP/s':>8} {'of peak':>8}")
+    for tickets in (1, 2):
+        rate = train_rate(60, tickets, steps, steps, ds, repeats=2, model=model)
+        g = rate * tickets * flops / 1e9
+        out[f"tickets_{tickets}"] = dict(steps_per_s=rate, gflops=g, fraction_of_peak=g * 1e9 / peak)
+        print(f"{tickets:7d} {rate:9.2f} {rate * tickets:14.2f} {g:8.1f} {g * 1e9 / peak:8.1%}")
+    stock = model._replace(module=ConvNet(filters=(64,), widths=(256, 256), num_outputs=10,
+                                          kernel_init=model.module.kernel_init, stock_conv=True))
+    base = train_rate(60, 1, baseline_steps, baseline_steps, ds, repeats=1, model=stock)
+    out["stock_conv_steps_per_s"] = base
+    out["speedup_vs_stock_conv"] = out["tickets_1"]["steps_per_s"] / base
+    print(f"the same network with flax.linen.Conv: {base:.3f} steps/s, so ltjax's conv is "
+          f"{out['speedup_vs_stock_conv']:.0f}x faster inside the training scan")
+    return out
+
+
+def main(steps: int = 2000, full_round: bool = False, manual_dir: str | None = None, conv: bool = False) -> dict:
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}: {jax.devices()[0].device_kind}")
     peak = matmul_peak()
     print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
@@ -102,6 +150,9 @@ def main(steps: int = 2000, full_round: bool = False, manual_dir: str | None = N
     results["eval_overhead"] = overhead
     print(f"\nevaluation (5k val + 10k test every 100 iterations, batch 60, 1 ticket): "
           f"{with_eval:.1f} vs {without:.1f} steps/s without, overhead {overhead:.1%} of training time")
+
+    if conv:
+        results["conv2"] = conv_bench(peak)
 
     if full_round:
         from ltjax import lottery, presets

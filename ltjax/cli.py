@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="training throughput vs the machine's measured matmul peak")
     b.add_argument("--steps", type=_bench_steps, default=2000, help="timed iterations per measurement")
+    b.add_argument("--conv", action="store_true",
+                   help="also Conv-2 on CIFAR-shaped data, against the same network with flax.linen.Conv")
     b.add_argument("--full-round", action="store_true",
                    help="also time one full round of lenet_mnist_iclr2019 (needs MNIST)")
     b.add_argument("--manual-dir", default=None)
@@ -100,7 +102,7 @@ def _cmd_show(a) -> None:
 def _cmd_bench(a) -> None:
     from ltjax import bench
 
-    bench.main(steps=a.steps, full_round=a.full_round, manual_dir=a.manual_dir)
+    bench.main(steps=a.steps, full_round=a.full_round, manual_dir=a.manual_dir, conv=a.conv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -371,3 +371,13 @@ def test_conv_same_gradients_equal_the_lax_convolution():
         np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
         for a, b in zip(vjp(g), vjp_ref(g)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_xla_step_flops_covers_the_hand_counted_matmuls():
+    from ltjax import bench
+
+    model = models.mlp((300, 100))
+    params = model.init(jax.random.PRNGKey(0))
+    hand = bench.step_flops(model, params, 60)
+    xla = bench.xla_step_flops(model, 60)
+    assert hand <= xla <= 1.2 * hand  # matmuls dominate; XLA adds the elementwise work

@@ -94,6 +94,7 @@ class ConvNet(nn.Module):
     widths: tuple[int, ...] = (256, 256)
     num_outputs: int = 10
     kernel_init: Callable = nn.initializers.lecun_normal()
+    stock_conv: bool = False  # flax.linen.Conv with XLA's default gradient (the benchmark's baseline)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -101,7 +102,10 @@ class ConvNet(nn.Module):
         for f in self.filters:
             for _ in range(2):
                 n += 1
-                conv = Conv3x3(f, kernel_init=self.kernel_init, name=f"conv{n}")
+                if self.stock_conv:
+                    conv = nn.Conv(f, (3, 3), padding="SAME", kernel_init=self.kernel_init, name=f"conv{n}")
+                else:
+                    conv = Conv3x3(f, kernel_init=self.kernel_init, name=f"conv{n}")
                 x = nn.relu(conv(x))
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))
