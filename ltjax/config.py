@@ -196,7 +196,7 @@ class Config:
         check("scores", len(set(self.scores)) == len(self.scores), "distinct score names")
         choice("early_stop", stopping.EARLY_STOP_RULES)
         check("patience", self.patience >= 1, "an integer ≥ 1 (evaluations)")
-        check("patience_every", self.patience_every >= 1 and (self.early_stop != "patience"
+        check("patience_every", self.patience_every >= 1 and (self.early_stop != "patience" or self.eval_every < 1
                                                                or self.patience_every % self.eval_every == 0),
               f"a positive multiple of eval_every={self.eval_every} (iterations) with early_stop=patience")
         check("flip_round", self.flip_round == 0 or 2 <= self.flip_round < MAX_ROUNDS,

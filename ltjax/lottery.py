@@ -98,7 +98,8 @@ def preflight(config: Config, ds: D.Dataset, model: models.Model) -> None:
         patterns += [("layer_rates", p) for p, _ in config.layer_rates]
     for field, p in patterns:
         if not any(fnmatch.fnmatchcase(n_, p) for n_ in names):
-            raise ConfigError(f"{field} names {p!r}, which matches no prunable layer; layers: {', '.join(names)}")
+            raise ConfigError(f"{field} names {p!r}, which matches no prunable layer of model={config.model!r}; "
+                              f"its layers: {', '.join(names)}")
     if all(any(fnmatch.fnmatchcase(n_, p) for p in config.exclude) for n_ in names):
         raise ConfigError(f"exclude={','.join(config.exclude)!r} is not valid: it excludes every prunable layer "
                           f"({', '.join(names)}), so nothing would be pruned")
