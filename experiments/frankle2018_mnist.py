@@ -131,9 +131,11 @@ def _stats(conv, acc_at_conv, m) -> dict:
     }
 
 
-def plot(results: dict, path: Path, title: str, x: str = "density", logx: bool = True) -> None:
-    """Convergence iteration and test accuracy at convergence against density (%, the
-    default) or ``x="weights"`` (weights remaining in the ticket, Figures 13-14)."""
+def plot(results: dict, path: Path, title: str, x: str = "density", logx: bool = True,
+         acc: str = "test_acc_at_convergence") -> None:
+    """Convergence iteration and test accuracy against density (%, the default) or
+    ``x="weights"`` (weights remaining in the ticket, Figures 13-14). ``acc``: the
+    accuracy at convergence (where the rule was met) or ``final_test_acc`` (every round)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,19 +146,21 @@ def plot(results: dict, path: Path, title: str, x: str = "density", logx: bool =
     for label, rows in results.items():
         series = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, dict) and "converged" in v))
         for s in series:
-            pts = [(100 * r["density"] if x == "density" else r["weights"], r[s])
-                   for r in rows if s in r and r[s]["convergence_iteration"][0] is not None]
+            xof = lambda r: 100 * r["density"] if x == "density" else r["weights"]  # noqa: E731
+            conv = [(xof(r), r[s]) for r in rows if s in r and r[s]["convergence_iteration"][0] is not None]
+            pts = conv if acc == "test_acc_at_convergence" else [(xof(r), r[s]) for r in rows if s in r]
             if not pts:
                 continue
             name = label if s == "ticket" else f"{label}: {s} control"
-            x = [p[0] for p in pts]
-            a1.errorbar(x, [p[1]["convergence_iteration"][0] for p in pts],
-                        yerr=[p[1]["convergence_iteration"][1] for p in pts], marker="o", ms=3, capsize=2, label=name)
-            a2.errorbar(x, [100 * p[1]["test_acc_at_convergence"][0] for p in pts],
-                        yerr=[100 * p[1]["test_acc_at_convergence"][1] for p in pts], marker="o", ms=3, capsize=2,
-                        label=name)
+            line = a2.errorbar([p[0] for p in pts], [100 * p[1][acc][0] for p in pts],
+                               yerr=[100 * p[1][acc][1] for p in pts], marker="o", ms=3, capsize=2, label=name)
+            if conv:
+                a1.errorbar([p[0] for p in conv], [p[1]["convergence_iteration"][0] for p in conv],
+                            yerr=[p[1]["convergence_iteration"][1] for p in conv], marker="o", ms=3, capsize=2,
+                            label=name, color=line[0].get_color())
     a1.set_ylabel("convergence iteration (2018 rule)")
-    a2.set_ylabel("test accuracy at convergence (%)")
+    a2.set_ylabel("test accuracy at convergence (%)" if acc == "test_acc_at_convergence"
+                  else "final test accuracy (%)")
     for a in (a1, a2):
         if logx:
             a.set_xscale("log")
@@ -166,7 +170,7 @@ def plot(results: dict, path: Path, title: str, x: str = "density", logx: bool =
         a.grid(alpha=0.3)
     if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize=7)
-    fig.suptitle(f"{title}; lines stop where no network met the convergence rule")
+    fig.suptitle(f"{title}; convergence lines stop where no network met the rule")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -213,9 +217,9 @@ def main():
     if a.mode == "sweep-std":  # Figure 11 (std >= 0.1) and Figure 12 (std <= 0.1)
         for fig, keep in (("figure11", lambda s: s >= 0.1), ("figure12", lambda s: s <= 0.1)):
             part = {k: v for k, v in results.items() if keep(float(k.split()[1]))}
-            plot(part, out / f"{fig}.png", f"{title}: {fig}")
+            plot(part, out / f"{fig}.png", f"{title}: {fig}", acc="final_test_acc")
     plot(results, out / f"{a.mode}.png", title, x="weights" if a.mode.startswith("sweep-size") else "density",
-         logx=a.mode != "sweep-rate")
+         logx=a.mode != "sweep-rate", acc="final_test_acc" if a.mode.startswith("sweep") else "test_acc_at_convergence")
     print(f"wrote {out / (a.mode + '.json')} and {out / (a.mode + '.png')}")
 
 
