@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 
 from ltjax import controls, pruning, scores, stopping
 from ltjax.data import DATASETS
+from ltjax.data.augment import AUGMENTATIONS
 from ltjax.models import MODELS
 from ltjax.models.initializers import INITIALIZERS
 from ltjax.train import OPTIMIZERS, TrainSpec
@@ -29,7 +30,7 @@ NOT_HASHED = ("name", "rounds")
 # Fields added after runs existed: left out of the hash while at their default, so adding
 # them did not rename existing run directories.
 HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",), "early_stop": "min_loss", "patience": 4,
-                 "patience_every": 500, "flip_round": 0, "scores": ()}
+                 "patience_every": 500, "flip_round": 0, "scores": (), "augment": "none"}
 
 # Bounds that are not arbitrary: the compiled training program counts iterations (and
 # indexes batches and layers) with 32-bit integers; JAX's PRNG keys hold 32-bit seeds (a
@@ -73,6 +74,8 @@ class Config:
     batch_size: int = _f(100, "minibatch size")
     iterations: int = _f(50_000, "training iterations per round (minibatch steps)")
     eval_every: int = _f(100, "evaluate validation and test every this many iterations")
+    augment: str = _f("none", "training augmentation on the device: none | cifar (4-pixel pad + random crop, "
+                              "random horizontal flip), drawn per ticket and iteration")
     # lottery procedure
     early_stop: str = _f("min_loss", "early-stop rule replayed on the curves: min_loss (minimum validation loss, "
                                      "Frankle & Carbin 2019) | patience (best validation accuracy, stop after "
@@ -107,7 +110,7 @@ class Config:
             optimizer=self.optimizer, lr=self.lr, momentum=self.momentum,
             weight_decay=self.weight_decay, lr_drops=self.lr_drops,
             lr_drop_factor=self.lr_drop_factor, warmup_iterations=self.warmup_iterations,
-            batch_size=self.batch_size, eval_every=self.eval_every,
+            batch_size=self.batch_size, eval_every=self.eval_every, augment=self.augment,
         )
 
     def ticket_scores(self) -> list[str]:
@@ -195,6 +198,7 @@ class Config:
                                   f"{', '.join(sorted(scores.SCORES))}")
         check("scores", len(set(self.scores)) == len(self.scores), "distinct score names")
         choice("early_stop", stopping.EARLY_STOP_RULES)
+        choice("augment", AUGMENTATIONS)
         check("patience", self.patience >= 1, "an integer ≥ 1 (evaluations)")
         check("patience_every", self.patience_every >= 1 and (self.early_stop != "patience" or self.eval_every < 1
                                                                or self.patience_every % self.eval_every == 0),

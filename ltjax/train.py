@@ -29,6 +29,7 @@ import optax
 from jax import lax
 
 from ltjax import data as D
+from ltjax.data.augment import augment
 from ltjax.data.order import batch_indices
 from ltjax.masks import apply_mask
 
@@ -49,6 +50,7 @@ class TrainSpec(NamedTuple):
     warmup_iterations: int = 0
     batch_size: int = 60
     eval_every: int = 100
+    augment: str = "none"  # on-device training augmentation (ltjax.data.augment), keyed per ticket and step
 
 
 class DeviceData(NamedTuple):
@@ -177,12 +179,13 @@ def make_trainer(
     def train_one(params, mask, key, data: DeviceData, start_step, num_steps):
         n = data.x_train.shape[0]
         opt = make_optimizer(spec, start_step)
+        aug_key = jax.random.split(key)[1]  # independent of the data-order keys fold_in(key, epoch)
 
         def step(carry, t):
             params, opt_state = carry
             idx = batch_indices(key, n, B, t)
-            (loss, acc), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-                params, data.x_train[idx], data.y_train[idx])
+            x = augment(spec.augment, jax.random.fold_in(aug_key, t), data.x_train[idx])
+            (loss, acc), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, x, data.y_train[idx])
             updates, opt_state = opt.update(apply_mask(grads, mask), opt_state, params)
             params = apply_mask(optax.apply_updates(params, updates), mask)
             return (params, opt_state), (loss, acc)
