@@ -244,7 +244,8 @@ def _snipper(loss_fn: Callable, exclude: tuple[str, ...]) -> Callable:
 def make_loss(model: models.Model, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
     """``(params, x, y) -> mean training loss`` on raw (uint8) inputs, as the trainer computes it."""
     def loss(params, x, y):
-        per_example, _ = loss_and_correct(model.apply(params, D.normalize(x, mean, std)), y)
+        logits, _ = model.apply_train(params, D.normalize(x, mean, std))  # batch statistics, as in training
+        per_example, _ = loss_and_correct(logits, y)
         return jnp.mean(per_example)
 
     return loss

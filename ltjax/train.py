@@ -32,6 +32,7 @@ from ltjax import data as D
 from ltjax.data.augment import augment
 from ltjax.data.order import batch_indices
 from ltjax.masks import apply_mask
+from ltjax.models import STATE
 
 PyTree = Any
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -157,8 +158,9 @@ def make_trainer(
         return model.apply(params, D.normalize(x, mean, std))
 
     def batch_loss(params, x, y):
-        loss, correct = loss_and_correct(forward(params, x), y)
-        return jnp.mean(loss), jnp.mean(correct.astype(jnp.float32))
+        logits, new_params = model.apply_train(params, D.normalize(x, mean, std))
+        loss, correct = loss_and_correct(logits, y)
+        return jnp.mean(loss), (jnp.mean(correct.astype(jnp.float32)), new_params)
 
     def evaluate(params, x, y, w):
         if x.shape[0] == 0:
@@ -185,9 +187,11 @@ def make_trainer(
             params, opt_state = carry
             idx = batch_indices(key, n, B, t)
             x = augment(spec.augment, jax.random.fold_in(aug_key, t), data.x_train[idx])
-            (loss, acc), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, x, data.y_train[idx])
+            (loss, (acc, stepped)), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, x, data.y_train[idx])
             updates, opt_state = opt.update(apply_mask(grads, mask), opt_state, params)
             params = apply_mask(optax.apply_updates(params, updates), mask)
+            if model.stateful:  # running statistics come from the forward pass, not the optimizer
+                params = {**params, STATE: stepped[STATE]}
             return (params, opt_state), (loss, acc)
 
         def chunk(carry, c):

@@ -16,6 +16,7 @@ from ltjax.masks import path_str
 from ltjax.models import initializers
 from ltjax.models.conv import ConvNet
 from ltjax.models.mlp import MLP
+from ltjax.models.resnet import CifarResNet
 
 PyTree = Any
 
@@ -25,23 +26,52 @@ def kernels_are_prunable(path, leaf) -> bool:
     return path_str(path).split("/")[-1] == "kernel"
 
 
+STATE = "batch_stats"  # the params-tree key holding a model's batch-norm running statistics
+
+
 class Model(NamedTuple):
     """A Flax module with its input shape and its prunable-leaf rule.
 
     ``init(key) -> params`` and ``apply(params, x) -> logits`` are pure and vmappable.
     ``params`` is the module's ``"params"`` collection (no ``{"params": ...}`` wrapper).
+
+    Models with batch norm (``stateful=True``; the module's ``__call__`` takes ``train``)
+    keep their running statistics in the same tree under the key ``"batch_stats"``, so they
+    are stored, reset and rewound with the weights (θ0 holds the initial statistics, θk
+    those at iteration k) and vmap over tickets like them; no statistic is prunable.
+    ``apply`` evaluates with the running statistics; ``apply_train`` normalizes with the
+    batch's statistics and returns the params with updated running statistics.
     """
 
     module: Any
     input_shape: tuple[int, ...]
     num_outputs: int
     is_prunable: Callable[[tuple, Any], bool] = kernels_are_prunable
+    stateful: bool = False
 
     def init(self, key: jax.Array) -> PyTree:
-        return self.module.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))["params"]
+        x = jnp.zeros((1, *self.input_shape), jnp.float32)
+        if not self.stateful:
+            return self.module.init(key, x)["params"]
+        v = self.module.init(key, x, train=False)
+        return {**v["params"], STATE: v[STATE]}
+
+    def _variables(self, params: PyTree) -> dict:
+        if not self.stateful:
+            return {"params": params}
+        return {"params": {k: v for k, v in params.items() if k != STATE}, STATE: params[STATE]}
 
     def apply(self, params: PyTree, x: jax.Array) -> jax.Array:
-        return self.module.apply({"params": params}, x)
+        if not self.stateful:
+            return self.module.apply({"params": params}, x)
+        return self.module.apply(self._variables(params), x, train=False)
+
+    def apply_train(self, params: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
+        """Training-mode forward pass: ``(logits, params with updated running statistics)``."""
+        if not self.stateful:
+            return self.module.apply({"params": params}, x), params
+        logits, new = self.module.apply(self._variables(params), x, train=True, mutable=[STATE])
+        return logits, {**params, STATE: new[STATE]}
 
 
 def mlp(
@@ -119,7 +149,40 @@ def conv6(
     return _conv((64, 128, 256), widths, input_shape, num_outputs, init, init_std)
 
 
-MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "conv2": conv2, "conv4": conv4, "conv6": conv6}
+def _cifar_resnet(depth: int, input_shape, num_outputs, init, init_std) -> Model:
+    module = CifarResNet(depth=depth, num_outputs=num_outputs, kernel_init=initializers.get(init, std=init_std))
+    return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs, stateful=True)
+
+
+def resnet20(
+    widths: tuple[int, ...] = (),
+    *,
+    input_shape: tuple[int, ...] = (32, 32, 3),
+    num_outputs: int = 10,
+    init: str = "kaiming_normal",
+    init_std: float = 0.1,
+) -> Model:
+    """ResNet-20 for CIFAR-10 (He et al. 2016; OpenLTH ``cifar_resnet_20``), with batch norm.
+
+    ``widths`` is ignored (the architecture is fixed); about 0.27M weights.
+    """
+    return _cifar_resnet(20, input_shape, num_outputs, init, init_std)
+
+
+def resnet56(
+    widths: tuple[int, ...] = (),
+    *,
+    input_shape: tuple[int, ...] = (32, 32, 3),
+    num_outputs: int = 10,
+    init: str = "kaiming_normal",
+    init_std: float = 0.1,
+) -> Model:
+    """ResNet-56 for CIFAR-10 (He et al. 2016; OpenLTH ``cifar_resnet_56``), with batch norm."""
+    return _cifar_resnet(56, input_shape, num_outputs, init, init_std)
+
+
+MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "conv2": conv2, "conv4": conv4, "conv6": conv6,
+                                           "resnet20": resnet20, "resnet56": resnet56}
 
 
 def build(name: str, **kwargs) -> Model:
@@ -130,6 +193,6 @@ def build(name: str, **kwargs) -> Model:
 
 
 __all__ = [
-    "ConvNet", "MLP", "Model", "build", "conv2", "conv4", "conv6", "initializers",
-    "kernels_are_prunable", "mlp", "MODELS",
+    "CifarResNet", "ConvNet", "MLP", "Model", "STATE", "build", "conv2", "conv4", "conv6", "initializers",
+    "kernels_are_prunable", "mlp", "resnet20", "resnet56", "MODELS",
 ]

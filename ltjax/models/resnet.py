@@ -1,0 +1,87 @@
+"""CIFAR ResNets with batch norm (He et al. 2016, sec. 4.2), as OpenLTH builds them for the
+layerwise-importance paper: ResNet-20 and ResNet-56.
+
+``ResNet-(6n+2)``: a 3×3 convolution with 16 filters, then three segments of ``n`` basic
+blocks with 16, 32 and 64 filters (the first block of segments 2 and 3 halves the
+resolution with stride 2), global average pooling and a dense output layer. A basic
+block is ``conv3×3 → BN → ReLU → conv3×3 → BN``, added to the shortcut, then ReLU; where
+the shape changes the shortcut is a 1×1 convolution with stride 2 followed by BN
+(OpenLTH's choice; He et al.'s option B). Convolutions have no bias (BN follows). Batch
+norm: momentum 0.9 for the running statistics (PyTorch's 0.1), epsilon 1e-5.
+
+Layer names: ``conv`` (the stem), ``s{segment}b{block}conv1/2``, ``…shortcut``, with
+``…bn1/bn2/shortcut_bn`` and ``bn``, and ``out``. Strided 3×3 convolutions are computed as
+stride-1 convolutions sampled at every second position, which is exactly PyTorch's
+``Conv2d(stride=2, padding=1)`` (XLA's own SAME padding for stride 2 would shift the
+window by one pixel) and keeps the fast kernel gradient of :func:`ltjax.models.conv.conv_same`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ltjax.models.conv import conv_same
+
+
+class Conv(nn.Module):
+    """k×k convolution without bias, stride 1 or 2 (PyTorch padding (k-1)/2); HWIO ``kernel``."""
+
+    features: int
+    size: int = 3
+    stride: int = 1
+    kernel_init: Callable = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        k = self.param("kernel", self.kernel_init, (self.size, self.size, x.shape[-1], self.features), jnp.float32)
+        if self.size == 1:  # a 1×1 convolution is a matmul over channels: sample first, it is the same
+            return jnp.einsum("nhwi,io->nhwo", x[:, ::self.stride, ::self.stride], k[0, 0].astype(x.dtype))
+        y = conv_same(x, k.astype(x.dtype))
+        return y[:, ::self.stride, ::self.stride] if self.stride > 1 else y
+
+
+def _bn(train: bool, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+class BasicBlock(nn.Module):
+    features: int
+    stride: int
+    kernel_init: Callable
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        y = Conv(self.features, 3, self.stride, self.kernel_init, name="conv1")(x)
+        y = nn.relu(_bn(train, "bn1")(y))
+        y = Conv(self.features, 3, 1, self.kernel_init, name="conv2")(y)
+        y = _bn(train, "bn2")(y)
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = Conv(self.features, 1, self.stride, self.kernel_init, name="shortcut")(x)
+            x = _bn(train, "shortcut_bn")(x)
+        return nn.relu(y + x)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32×32 inputs; ``depth`` = 6n + 2 (20, 56, ...), ``width`` = 16."""
+
+    depth: int = 20
+    width: int = 16
+    num_outputs: int = 10
+    kernel_init: Callable = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if (self.depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {self.depth}")
+        n = (self.depth - 2) // 6
+        x = Conv(self.width, 3, 1, self.kernel_init, name="conv")(x)
+        x = nn.relu(_bn(train, "bn")(x))
+        for s, f in enumerate((self.width, 2 * self.width, 4 * self.width)):
+            for b in range(n):
+                stride = 2 if s > 0 and b == 0 else 1
+                x = BasicBlock(f, stride, self.kernel_init, name=f"s{s + 1}b{b + 1}")(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_outputs, kernel_init=self.kernel_init, name="out")(x)

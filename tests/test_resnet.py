@@ -1,0 +1,99 @@
+"""CIFAR ResNets with batch norm: exact weight counts, PyTorch's stride-2 padding, running
+statistics that train, vmap, rewind and stay unprunable."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from ltjax import lottery, masks as M, models, presets
+from ltjax.data import Dataset
+from ltjax.models.resnet import CifarResNet, Conv
+from ltjax.train import TrainSpec, device_data, make_trainer
+
+
+def test_resnet20_weight_count_by_hand():
+    m = models.resnet20()
+    sizes = M.size(M.make_mask(m.init(jax.random.PRNGKey(0)), m.is_prunable))
+    stem = 3 * 3 * 3 * 16
+    seg1 = 6 * (3 * 3 * 16 * 16)
+    seg2 = 3 * 3 * 16 * 32 + 5 * (3 * 3 * 32 * 32) + 16 * 32  # + the 1x1 shortcut
+    seg3 = 3 * 3 * 32 * 64 + 5 * (3 * 3 * 64 * 64) + 32 * 64
+    out = 64 * 10
+    assert sum(sizes.values()) == stem + seg1 + seg2 + seg3 + out == 270_896
+    assert len(sizes) == 1 + 18 + 2 + 1  # stem, 18 block convs, 2 shortcuts, output
+    m56 = models.resnet56()
+    assert len(M.size(M.make_mask(m56.init(jax.random.PRNGKey(0)), m56.is_prunable))) == 1 + 54 + 2 + 1
+
+
+@pytest.mark.parametrize("size", [3, 1])
+def test_strided_conv_matches_pytorch_padding(size):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32)
+    conv = Conv(4, size, 2)
+    p = conv.init(jax.random.PRNGKey(0), x)
+    pad = (size - 1) // 2
+    ref = lax.conv_general_dilated(x, p["params"]["kernel"], (2, 2), ((pad, pad), (pad, pad)),
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))  # torch Conv2d(stride=2, padding=pad)
+    np.testing.assert_allclose(conv.apply(p, x), ref, rtol=1e-5, atol=1e-5)
+
+
+def _tiny():
+    return models.Model(CifarResNet(depth=8, width=4), (16, 16, 3), 10, stateful=True)
+
+
+def test_batch_stats_are_state_not_weights():
+    m = _tiny()
+    p = m.init(jax.random.PRNGKey(0))
+    mask = M.make_mask(p, m.is_prunable)
+    assert all(v is None for v in jax.tree.leaves(mask["batch_stats"], is_leaf=lambda v: v is None))
+    assert mask["bn"]["scale"] is None and mask["conv"]["kernel"] is not None
+    x = jnp.asarray(np.random.default_rng(0).normal(2.0, 1.0, size=(8, 16, 16, 3)), jnp.float32)
+    logits, new = m.apply_train(p, x)
+    # running mean moves 10% of the way to the batch mean (PyTorch momentum 0.1); weights unchanged
+    conv_out = lax.conv_general_dilated(x, p["conv"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(new["batch_stats"]["bn"]["mean"], 0.1 * conv_out.mean(axis=(0, 1, 2)), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_array_equal(new["conv"]["kernel"], p["conv"]["kernel"])
+    assert not np.allclose(m.apply(p, x), logits)  # eval uses running statistics, train the batch's
+
+
+def test_trainer_updates_running_stats_and_keeps_pruned_weights_zero():
+    m = _tiny()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 16, 16, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, 96).astype(np.int32)
+    ds = Dataset("t", x, y, x[:0], y[:0], x[:16], y[:16], (0.5,) * 3, (0.25,) * 3, 10)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    params = jax.vmap(m.init)(keys)
+    mask = jax.vmap(lambda p: M.make_mask(p, m.is_prunable))(params)
+    mask = jax.tree.map(lambda a: None if a is None else a & (jax.random.uniform(jax.random.PRNGKey(1), a.shape) > 0.5),
+                        mask, is_leaf=lambda v: v is None)
+    spec = TrainSpec(optimizer="momentum", lr=0.05, weight_decay=1e-4, batch_size=16, eval_every=6, augment="cifar")
+    out, curves = make_trainer(m, spec, ds.mean, ds.std)(params, mask, keys, device_data(ds), 0, 12)
+    assert np.all(np.isfinite(np.asarray(curves.train_loss)))
+    for mk, p in zip(jax.tree.leaves(mask, is_leaf=lambda v: v is None), jax.tree.leaves(out, is_leaf=lambda v: v is None)):
+        if mk is not None:
+            assert np.all(np.asarray(p)[~np.asarray(mk)] == 0)
+    bs0, bs1 = params["batch_stats"]["bn"]["var"], out["batch_stats"]["bn"]["var"]
+    assert not np.allclose(bs0, bs1)  # the running statistics trained
+    assert not np.allclose(bs1[0], bs1[1])  # per ticket
+
+
+def test_resnet20_preset_rewinds_weights_and_statistics(tmp_path, monkeypatch):
+    from ltjax import data as D
+
+    rng = np.random.default_rng(0)
+    fake = {"x_train": rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+            "y_train": rng.integers(0, 10, 64).astype(np.int32),
+            "x_test": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+            "y_test": rng.integers(0, 10, 16).astype(np.int32)}
+    monkeypatch.setattr(D, "load_arrays", lambda name, **kw: fake)
+    cfg = presets.get("resnet20_cifar10_ltr").replace(
+        batch_size=16, iterations=8, eval_every=2, rewind_iteration=2, lr_drops=(6,), rounds=2, seeds=1)
+    run = lottery.run(cfg, tmp_path, progress=False, log=lambda _: None)
+    theta_k = run.theta_k
+    assert "batch_stats" in theta_k and not np.allclose(theta_k["batch_stats"]["bn"]["var"],
+                                                        run.theta0["batch_stats"]["bn"]["var"])
+    d = run.rounds[1].metrics["density"]
+    assert abs(float(d[0]) - 0.8) < 1e-3  # global 20%
