@@ -57,6 +57,19 @@ PRESETS: dict[str, tuple[Config, str]] = {
         "rounds, rewind to iteration 1000. Evaluation every 40 iterations, the largest interval "
         "dividing both 1000 and 62,560 (rounds train from iteration 1000 in whole evaluation chunks).",
     ),
+    "vgg16_cifar10_ltr": (
+        Config(
+            name="vgg16_cifar10_ltr", dataset="cifar10", model="vgg16", widths=(),
+            init="kaiming_normal", optimizer="momentum", lr=0.1, momentum=0.9, weight_decay=1e-4,
+            lr_drops=(31_280, 46_920), batch_size=128, iterations=62_560, eval_every=80,
+            validation_size=0, augment="cifar", scope="global", prune_rate=0.2, layer_rates=(),
+            strategy="rewind", rewind_iteration=2000, rounds=36,
+        ),
+        "Layerwise-importance paper, Appendix A: VGG-16 / CIFAR-10 (TFDS download), the ResNet-20 "
+        "recipe (SGD momentum 0.9, lr 0.1, drops at epochs 80 and 120, weight decay 1e-4, batch 128, "
+        "160 epochs, augmentation), global pruning 20% per round, 35 rounds, rewind to iteration 2000; "
+        "evaluation every 80 iterations, the largest interval dividing 2000 and 62,560.",
+    ),
     # The LTH-vs-SNIP report (sec. 5.1): 25 epochs, 10 pruning rounds, patience early stopping;
     # every round trains a SNIP and an iterative-SNIP network of the ticket's size beside it.
     "lenet_mnist_lth_snip": (

@@ -97,3 +97,16 @@ def test_resnet20_preset_rewinds_weights_and_statistics(tmp_path, monkeypatch):
                                                         run.theta0["batch_stats"]["bn"]["var"])
     d = run.rounds[1].metrics["density"]
     assert abs(float(d[0]) - 0.8) < 1e-3  # global 20%
+
+
+def test_vgg16_weight_count_and_forward():
+    m = models.vgg16()
+    p = m.init(jax.random.PRNGKey(0))
+    sizes = M.size(M.make_mask(p, m.is_prunable))
+    chans = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    conv = sum(9 * a * b for a, b in zip(chans, chans[1:]))
+    assert sum(sizes.values()) == conv + 512 * 10 == 14_715_584  # ~14.7M, as OpenLTH reports
+    assert list(sizes)[:2] == ["conv1", "conv10"] and "out" in sizes and len(sizes) == 14
+    x = jnp.zeros((2, 32, 32, 3))
+    assert m.apply(p, x).shape == (2, 10) and m.apply_train(p, x)[0].shape == (2, 10)
+    assert "bn13" in p["batch_stats"]

@@ -17,6 +17,7 @@ from ltjax.models import initializers
 from ltjax.models.conv import ConvNet
 from ltjax.models.mlp import MLP
 from ltjax.models.resnet import CifarResNet
+from ltjax.models.vgg import CifarVGG
 
 PyTree = Any
 
@@ -181,8 +182,21 @@ def resnet56(
     return _cifar_resnet(56, input_shape, num_outputs, init, init_std)
 
 
+def vgg16(
+    widths: tuple[int, ...] = (),
+    *,
+    input_shape: tuple[int, ...] = (32, 32, 3),
+    num_outputs: int = 10,
+    init: str = "kaiming_normal",
+    init_std: float = 0.1,
+) -> Model:
+    """VGG-16 for CIFAR-10 with batch norm (OpenLTH ``cifar_vgg_16``); ``widths`` is ignored."""
+    module = CifarVGG(num_outputs=num_outputs, kernel_init=initializers.get(init, std=init_std))
+    return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs, stateful=True)
+
+
 MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "conv2": conv2, "conv4": conv4, "conv6": conv6,
-                                           "resnet20": resnet20, "resnet56": resnet56}
+                                           "resnet20": resnet20, "resnet56": resnet56, "vgg16": vgg16}
 
 
 def build(name: str, **kwargs) -> Model:
@@ -193,6 +207,6 @@ def build(name: str, **kwargs) -> Model:
 
 
 __all__ = [
-    "CifarResNet", "ConvNet", "MLP", "Model", "STATE", "build", "conv2", "conv4", "conv6", "initializers",
-    "kernels_are_prunable", "mlp", "resnet20", "resnet56", "MODELS",
+    "CifarResNet", "CifarVGG", "ConvNet", "MLP", "Model", "STATE", "build", "conv2", "conv4", "conv6", "initializers",
+    "kernels_are_prunable", "mlp", "resnet20", "resnet56", "vgg16", "MODELS",
 ]
