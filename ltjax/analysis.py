@@ -335,3 +335,22 @@ def weight_dynamics(params_by_round: Sequence[np.ndarray], masks_by_round: Seque
                      "mean_flips": float(f.mean()) if f.size else float("nan"),
                      "flipped_fraction": float((f > 0).mean()) if f.size else float("nan")}
     return out
+
+
+def survival(common: PyTree, mask: PyTree) -> dict[str, dict[str, float]]:
+    """How many of the ``common`` weights (e.g. those a partial reinitialization kept at
+    θ0) a new ticket's ``mask`` keeps, per layer and ``total``: ``fraction`` = survivors /
+    common, against ``expected`` = the layer's density, the fraction a random choice of
+    the same size would keep. ``fraction`` well above ``expected`` means the kept θ0
+    values, not chance, brought those weights back."""
+    a, b = _named_leaves(common), _named_leaves(mask)
+    out, tot = {}, np.zeros(4)
+    for layer in a:
+        c, m = np.asarray(a[layer], bool), np.asarray(b[layer], bool)
+        row = np.array([c.sum(), (c & m).sum(), m.sum(), m.size], np.float64)
+        tot += row
+        out[layer] = {"common": row[0], "survived": row[1], "fraction": row[1] / row[0] if row[0] else float("nan"),
+                      "expected": row[2] / row[3]}
+    out["total"] = {"common": tot[0], "survived": tot[1], "fraction": tot[1] / tot[0] if tot[0] else float("nan"),
+                    "expected": tot[2] / tot[3]}
+    return out

@@ -30,7 +30,8 @@ NOT_HASHED = ("name", "rounds")
 # Fields added after runs existed: left out of the hash while at their default, so adding
 # them did not rename existing run directories.
 HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",), "early_stop": "min_loss", "patience": 4,
-                 "patience_every": 500, "flip_round": 0, "scores": (), "augment": "none"}
+                 "patience_every": 500, "flip_round": 0, "scores": (), "augment": "none",
+                 "partial_reinit_from": "", "partial_reinit_round": 0}
 
 # Bounds that are not arbitrary: the compiled training program counts iterations (and
 # indexes batches and layers) with 32-bit integers; JAX's PRNG keys hold 32-bit seeds (a
@@ -101,6 +102,10 @@ class Config:
     controls: tuple[str, ...] = _f((), "networks trained beside each ticket, e.g. reinit:3,shuffle:3 "
                                        "(reinit | shuffle | reset | snip | isnip)")
     shuffle_layers: tuple[str, ...] = _f(("*",), "layers the shuffle control rearranges (globs)")
+    partial_reinit_from: str = _f("", "partial reinitialization test: a run directory of the same seeds and scores; "
+                                      "θ0 keeps that run's θ0 on the weights all tickets of a seed kept in round "
+                                      "partial_reinit_round and redraws the rest from the initializer")
+    partial_reinit_round: int = _f(0, "round of partial_reinit_from whose common survivors keep their θ0 (≥ 1)")
     flip_round: int = _f(0, "LTH_flip: round whose mask is the complement of the previous round's mask "
                             "instead of a pruning step (0: never; >= 2)")
 
@@ -203,6 +208,8 @@ class Config:
         check("patience_every", self.patience_every >= 1 and (self.early_stop != "patience" or self.eval_every < 1
                                                                or self.patience_every % self.eval_every == 0),
               f"a positive multiple of eval_every={self.eval_every} (iterations) with early_stop=patience")
+        check("partial_reinit_round", (self.partial_reinit_round >= 1) == bool(self.partial_reinit_from),
+              "≥ 1 exactly when partial_reinit_from names a run (and 0 otherwise)")
         check("flip_round", self.flip_round == 0 or 2 <= self.flip_round < MAX_ROUNDS,
               "0 (no flip) or a round ≥ 2 (the complement of round r-1's mask; round 0's is dense)")
         check("flip_round", self.flip_round == 0 or self.mode == "iterative",

@@ -100,6 +100,8 @@ def preflight(config: Config, ds: D.Dataset, model: models.Model) -> None:
         if not any(fnmatch.fnmatchcase(n_, p) for n_ in names):
             raise ConfigError(f"{field} names {p!r}, which matches no prunable layer of model={config.model!r}; "
                               f"its layers: {', '.join(names)}")
+    if config.partial_reinit_from:
+        _partial_reinit_source(config)
     if all(any(fnmatch.fnmatchcase(n_, p) for p in config.exclude) for n_ in names):
         raise ConfigError(f"exclude={','.join(config.exclude)!r} is not valid: it excludes every prunable layer "
                           f"({', '.join(names)}), so nothing would be pruned")
@@ -400,6 +402,47 @@ def _adopt_parent_rounds(config: Config, out, d: Path, log: Callable[[str], None
         log(f"{d}: reused {', '.join(copied)} from the run without the flip, {parent.name}")
 
 
+def common_mask(config: Config, masks: PyTree) -> PyTree:
+    """Per ticket, the weights kept by every ticket of its seed (all of a study's scores):
+    the "overlapping connections" of one initialization's tickets."""
+    n_scores = max(1, len(config.scores))
+    per_score = jax.tree.map(lambda a: None if a is None else a.reshape(n_scores, config.seeds, *a.shape[1:]),
+                             masks, is_leaf=lambda x: x is None)
+    return jax.tree.map(lambda a: None if a is None else jnp.tile(jnp.all(a, axis=0), (n_scores,) + (1,) * (a.ndim - 2)),
+                        per_score, is_leaf=lambda x: x is None)
+
+
+def _partial_reinit_source(config: Config) -> store.Run:
+    """The run ``partial_reinit_from`` names, checked to fit this study (called in preflight)."""
+    try:
+        src = store.load_run(config.partial_reinit_from)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"partial_reinit_from={config.partial_reinit_from!r} is not a readable ltjax run "
+                          f"directory ({e})") from None
+    if src.config.seeds != config.seeds or tuple(src.config.scores) != tuple(config.scores):
+        raise ConfigError(f"partial_reinit_from={config.partial_reinit_from!r} has seeds={src.config.seeds}, "
+                          f"scores={list(src.config.scores)}; this study needs the same (seeds={config.seeds}, "
+                          f"scores={list(config.scores)})")
+    if config.partial_reinit_round >= len(src.rounds):
+        raise ConfigError(f"partial_reinit_round={config.partial_reinit_round} is not valid: {src.path} has "
+                          f"completed rounds 0..{len(src.rounds) - 1}")
+    return src
+
+
+def partial_reinit_theta0(config: Config, model: models.Model, init_keys: jax.Array) -> PyTree:
+    """θ0 of a partial reinitialization test (layerwise-importance paper, sec. 4): the source
+    run's θ0 on the weights all tickets of a seed kept in round ``partial_reinit_round``, a
+    fresh draw from the same initializer everywhere else (unprunable leaves too, which
+    keeps biases and batch-norm parameters at their initial constants)."""
+    src = _partial_reinit_source(config)
+    r = config.partial_reinit_round
+    keep = common_mask(config, jax.tree.map(jnp.asarray, src.rounds[r].mask))
+    fresh = jax.jit(jax.vmap(model.init))(jax.vmap(lambda k: jax.random.fold_in(k, 0x9E37))(init_keys))
+    old = jax.tree.map(jnp.asarray, src.theta0)
+    return jax.tree.map(lambda m, a, b: b if m is None else jnp.where(m, a, b), keep, old, fresh,
+                        is_leaf=lambda x: x is None)
+
+
 def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
     problems = store.Run(d).verify()
     if not problems:
@@ -426,7 +469,10 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
     if (d / "theta0").exists():
         theta0 = shard_tickets(store.load_once(d / "theta0"), mesh)
     else:
-        theta0 = shard_tickets(jax.jit(jax.vmap(model.init))(init_keys), mesh)
+        theta0 = jax.jit(jax.vmap(model.init))(init_keys)
+        if config.partial_reinit_from:
+            theta0 = partial_reinit_theta0(config, model, init_keys)
+        theta0 = shard_tickets(theta0, mesh)
         store.save_once(d / "theta0", theta0)
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
 

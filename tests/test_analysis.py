@@ -324,3 +324,12 @@ def test_weight_dynamics_by_hand():
     # connection 2 survives only round 0: excluded; connection 1 flips sign twice (2 → -2 → 2)
     assert out["b"]["n"] == 1 and out["b"]["mean_flips"] == 2.0 and out["b"]["flipped_fraction"] == 1.0
     assert out["b"]["mean_std"] == pytest.approx(np.std([2, -2, 2]))
+
+
+def test_survival_by_hand():
+    from ltjax.analysis import survival
+
+    common = {"a": {"kernel": np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)}}
+    new = {"a": {"kernel": np.array([1, 1, 1, 0, 0, 0, 0, 1], bool)}}
+    s = survival(common, new)["a"]
+    assert s["common"] == 4 and s["survived"] == 3 and s["fraction"] == 0.75 and s["expected"] == 0.5

@@ -126,3 +126,34 @@ def test_several_scores_in_one_program(tmp_path):
     assert d[0] != d[2]
     table = report.round_table(run)
     assert "score l1 (2 tickets):" in table and "score lamp (2 tickets):" in table
+
+
+@pytest.mark.slow
+def test_partial_reinitialization_keeps_theta0_on_common_survivors(tmp_path):
+    from ltjax import lottery, presets
+    from ltjax.config import ConfigError
+
+    base = presets.get("lenet_mnist_openlth").replace(iterations=469, eval_every=469, seeds=2, rounds=2,
+                                                      scores=("magnitude", "l1"))
+    src = lottery.run(base, tmp_path, progress=False, log=lambda _: None)
+    cfg = base.replace(partial_reinit_from=str(src.path), partial_reinit_round=1)
+    run = lottery.run(cfg, tmp_path, progress=False, log=lambda _: None)
+    m = src.rounds[1].mask["fc1"]["kernel"]  # (4, 784, 300): tickets (magnitude s0, s1, l1 s0, s1)
+    common = np.stack([m[0] & m[2], m[1] & m[3]] * 2)
+    new0, old0 = run.theta0["fc1"]["kernel"], src.theta0["fc1"]["kernel"]
+    np.testing.assert_array_equal(new0[common], old0[common])
+    assert np.mean(new0[~common] == old0[~common]) < 1e-3  # redrawn elsewhere
+    np.testing.assert_array_equal(new0[0], new0[2])  # the tickets of a seed still share θ0
+    assert 0.7 < common[0].mean() < 0.8  # both scores kept ~80% of fc1, mostly the same weights
+    np.testing.assert_array_equal(run.theta0["fc1"]["bias"], src.theta0["fc1"]["bias"])  # zeros either way
+    with pytest.raises(ConfigError, match="partial_reinit_round"):
+        base.replace(partial_reinit_from=str(src.path)).validate()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="needs the same"):
+        lottery.run(cfg.replace(seeds=1), tmp_path, progress=False, log=lambda _: None)
+    with pytest.raises(ConfigError, match="not a readable ltjax run directory"):
+        lottery.run(cfg.replace(partial_reinit_from=str(tmp_path / "nope")), tmp_path, progress=False,
+                    log=lambda _: None)
+    with pytest.raises(ConfigError, match="has completed rounds 0..1"):
+        lottery.run(cfg.replace(partial_reinit_round=5), tmp_path, progress=False, log=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # rejected before anything was written
