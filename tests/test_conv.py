@@ -128,9 +128,14 @@ def test_factories_match_mlp_signature():
                      init="kaiming_normal", init_std=0.1)
     assert m.input_shape == (8, 8, 3) and m.num_outputs == 4
     assert list(_shapes(m)) == ["conv1", "conv2", "fc1", "out"]
-    assert sorted(models.MODELS) == ["conv2", "conv4", "conv6", "mlp"]
-    with pytest.raises(ValueError, match="conv2, conv4, conv6, mlp"):
+    assert sorted(models.MODELS) == ["conv2", "conv4", "conv6", "mlp", "resnet20", "resnet56", "vgg16"]
+    with pytest.raises(ValueError, match="conv2, conv4, conv6, mlp, resnet20"):
         models.build("conv8")
+    import inspect
+
+    for name, f in models.MODELS.items():  # every factory takes what build_model passes
+        assert {"widths", "input_shape", "num_outputs", "init", "init_std"} <= set(inspect.signature(f).parameters), name
+        assert f.__name__ == name and f.__doc__
 
 
 # -- forward pass, masks, vmap, init ------------------------------------------------------------

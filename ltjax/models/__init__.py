@@ -93,106 +93,43 @@ def mlp(
     return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs)
 
 
-def _conv(
-    filters: tuple[int, ...],
-    widths: tuple[int, ...],
-    input_shape: tuple[int, ...],
-    num_outputs: int,
-    init: str,
-    init_std: float,
-) -> Model:
-    kernel_init = initializers.get(init, std=init_std)
-    module = ConvNet(filters=tuple(filters), widths=tuple(widths), num_outputs=num_outputs,
-                     kernel_init=kernel_init)
-    return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs)
+def _family(name: str, make_module: Callable[[tuple[int, ...], int, Callable], Any], *, widths: tuple[int, ...],
+            input_shape: tuple[int, ...], init: str, stateful: bool, doc: str) -> Callable[..., Model]:
+    """A model factory with ``mlp``'s keywords; ``make_module(widths, num_outputs, kernel_init)``."""
+
+    def factory(widths: tuple[int, ...] = widths, *, input_shape: tuple[int, ...] = input_shape,
+                num_outputs: int = 10, init: str = init, init_std: float = 0.1) -> Model:
+        module = make_module(tuple(widths), num_outputs, initializers.get(init, std=init_std))
+        return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs, stateful=stateful)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return factory
 
 
-def conv2(
-    widths: tuple[int, ...] = (256, 256),
-    *,
-    input_shape: tuple[int, ...] = (32, 32, 3),
-    num_outputs: int = 10,
-    init: str = "glorot_normal",
-    init_std: float = 0.1,
-) -> Model:
-    """Conv-2 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool``, then FC ``widths``.
-
-    Layers ``conv1, conv2, fc1 … fcL, out``; ``widths`` are the hidden FC widths.
-    """
-    return _conv((64,), widths, input_shape, num_outputs, init, init_std)
+def _convnet(filters):
+    return lambda w, n, k: ConvNet(filters=filters, widths=w, num_outputs=n, kernel_init=k)
 
 
-def conv4(
-    widths: tuple[int, ...] = (256, 256),
-    *,
-    input_shape: tuple[int, ...] = (32, 32, 3),
-    num_outputs: int = 10,
-    init: str = "glorot_normal",
-    init_std: float = 0.1,
-) -> Model:
-    """Conv-4 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool, 128, 128, pool``,
-    then FC ``widths``. Layers ``conv1 … conv4, fc1 … fcL, out``.
-    """
-    return _conv((64, 128), widths, input_shape, num_outputs, init, init_std)
+_CONV = dict(widths=(256, 256), input_shape=(32, 32, 3), init="glorot_normal", stateful=False)
+_BN = dict(widths=(), input_shape=(32, 32, 3), init="kaiming_normal", stateful=True)
 
-
-def conv6(
-    widths: tuple[int, ...] = (256, 256),
-    *,
-    input_shape: tuple[int, ...] = (32, 32, 3),
-    num_outputs: int = 10,
-    init: str = "glorot_normal",
-    init_std: float = 0.1,
-) -> Model:
-    """Conv-6 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool, 128, 128, pool,
-    256, 256, pool``, then FC ``widths``. Layers ``conv1 … conv6, fc1 … fcL, out``.
-    """
-    return _conv((64, 128, 256), widths, input_shape, num_outputs, init, init_std)
-
-
-def _cifar_resnet(depth: int, input_shape, num_outputs, init, init_std) -> Model:
-    module = CifarResNet(depth=depth, num_outputs=num_outputs, kernel_init=initializers.get(init, std=init_std))
-    return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs, stateful=True)
-
-
-def resnet20(
-    widths: tuple[int, ...] = (),
-    *,
-    input_shape: tuple[int, ...] = (32, 32, 3),
-    num_outputs: int = 10,
-    init: str = "kaiming_normal",
-    init_std: float = 0.1,
-) -> Model:
-    """ResNet-20 for CIFAR-10 (He et al. 2016; OpenLTH ``cifar_resnet_20``), with batch norm.
-
-    ``widths`` is ignored (the architecture is fixed); about 0.27M weights.
-    """
-    return _cifar_resnet(20, input_shape, num_outputs, init, init_std)
-
-
-def resnet56(
-    widths: tuple[int, ...] = (),
-    *,
-    input_shape: tuple[int, ...] = (32, 32, 3),
-    num_outputs: int = 10,
-    init: str = "kaiming_normal",
-    init_std: float = 0.1,
-) -> Model:
-    """ResNet-56 for CIFAR-10 (He et al. 2016; OpenLTH ``cifar_resnet_56``), with batch norm."""
-    return _cifar_resnet(56, input_shape, num_outputs, init, init_std)
-
-
-def vgg16(
-    widths: tuple[int, ...] = (),
-    *,
-    input_shape: tuple[int, ...] = (32, 32, 3),
-    num_outputs: int = 10,
-    init: str = "kaiming_normal",
-    init_std: float = 0.1,
-) -> Model:
-    """VGG-16 for CIFAR-10 with batch norm (OpenLTH ``cifar_vgg_16``); ``widths`` is ignored."""
-    module = CifarVGG(num_outputs=num_outputs, kernel_init=initializers.get(init, std=init_std))
-    return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs, stateful=True)
+conv2 = _family("conv2", _convnet((64,)), **_CONV, doc=(
+    "Conv-2 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool``, then FC ``widths``.\n\n"
+    "Layers ``conv1, conv2, fc1 … fcL, out``; ``widths`` are the hidden FC widths (default 256, 256)."))
+conv4 = _family("conv4", _convnet((64, 128)), **_CONV, doc=(
+    "Conv-4 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool, 128, 128, pool``, then FC "
+    "``widths``. Layers ``conv1 … conv4, fc1 … fcL, out``."))
+conv6 = _family("conv6", _convnet((64, 128, 256)), **_CONV, doc=(
+    "Conv-6 of Frankle & Carbin (ICLR 2019, Figure 2): ``64, 64, pool, 128, 128, pool, 256, 256, "
+    "pool``, then FC ``widths``. Layers ``conv1 … conv6, fc1 … fcL, out``."))
+resnet20 = _family("resnet20", lambda w, n, k: CifarResNet(depth=20, num_outputs=n, kernel_init=k), **_BN, doc=(
+    "ResNet-20 for CIFAR-10 (He et al. 2016; OpenLTH ``cifar_resnet_20``), with batch norm; "
+    "``widths`` is ignored (the architecture is fixed); 270,896 weights."))
+resnet56 = _family("resnet56", lambda w, n, k: CifarResNet(depth=56, num_outputs=n, kernel_init=k), **_BN, doc=(
+    "ResNet-56 for CIFAR-10 (He et al. 2016; OpenLTH ``cifar_resnet_56``), with batch norm."))
+vgg16 = _family("vgg16", lambda w, n, k: CifarVGG(num_outputs=n, kernel_init=k), **_BN, doc=(
+    "VGG-16 for CIFAR-10 with batch norm (OpenLTH ``cifar_vgg_16``); ``widths`` is ignored."))
 
 
 MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "conv2": conv2, "conv4": conv4, "conv6": conv6,
