@@ -110,3 +110,23 @@ def test_vgg16_weight_count_and_forward():
     x = jnp.zeros((2, 32, 32, 3))
     assert m.apply(p, x).shape == (2, 10) and m.apply_train(p, x)[0].shape == (2, 10)
     assert "bn13" in p["batch_stats"]
+
+
+def _kernel_count(m):
+    p = jax.eval_shape(m.init, jax.random.PRNGKey(0))
+    return sum(M.size(M.make_mask(p, m.is_prunable)).values())
+
+
+def test_imagenet_resnets_match_torchvision_counts():
+    """torchvision's totals minus batch-norm parameters (2 per channel) and the fc bias:
+    ResNet-18 11,689,512 − 2·4,800 − 1,000; ResNet-50 25,557,032 − 2·26,560 − 1,000."""
+    from ltjax.models.resnet import ImageNetResNet
+
+    r18 = models.Model(ImageNetResNet(depth=18, num_outputs=1000), (224, 224, 3), 1000, stateful=True)
+    assert _kernel_count(r18) == 11_689_512 - 2 * 4_800 - 1_000 == 11_678_912
+    assert _kernel_count(models.resnet50(num_outputs=1000)) == 25_557_032 - 2 * 26_560 - 1_000 == 25_502_912
+    # the TinyImageNet form: a 3x3 stem instead of 7x7 (9·3·64 instead of 49·3·64 weights)
+    small = models.resnet18(num_outputs=1000)
+    assert _kernel_count(small) == 11_678_912 - 49 * 3 * 64 + 9 * 3 * 64
+    p = small.init(jax.random.PRNGKey(0))
+    assert small.apply(p, jnp.zeros((1, 32, 32, 3))).shape == (1, 1000)

@@ -16,7 +16,7 @@ from ltjax.masks import path_str
 from ltjax.models import initializers
 from ltjax.models.conv import ConvNet
 from ltjax.models.mlp import MLP
-from ltjax.models.resnet import CifarResNet
+from ltjax.models.resnet import CifarResNet, ImageNetResNet
 from ltjax.models.vgg import CifarVGG
 
 PyTree = Any
@@ -128,12 +128,21 @@ resnet20 = _family("resnet20", lambda w, n, k: CifarResNet(depth=20, num_outputs
     "``widths`` is ignored (the architecture is fixed); 270,896 weights."))
 resnet56 = _family("resnet56", lambda w, n, k: CifarResNet(depth=56, num_outputs=n, kernel_init=k), **_BN, doc=(
     "ResNet-56 for CIFAR-10 (He et al. 2016; OpenLTH ``cifar_resnet_56``), with batch norm."))
+resnet18 = _family("resnet18", lambda w, n, k: ImageNetResNet(depth=18, num_outputs=n, small_inputs=True,
+                                                              kernel_init=k),
+                   **{**_BN, "input_shape": (64, 64, 3)}, doc=(
+    "ResNet-18 with a 3×3 stride-1 stem and no max pool, the usual form for 64×64 TinyImageNet "
+    "images (the layerwise-importance paper's ResNet-18); batch norm; ``widths`` is ignored."))
+resnet50 = _family("resnet50", lambda w, n, k: ImageNetResNet(depth=50, num_outputs=n, kernel_init=k),
+                   **{**_BN, "input_shape": (224, 224, 3)}, doc=(
+    "ResNet-50 in the ImageNet form (torchvision v1.5 bottlenecks); batch norm; ``widths`` is ignored."))
 vgg16 = _family("vgg16", lambda w, n, k: CifarVGG(num_outputs=n, kernel_init=k), **_BN, doc=(
     "VGG-16 for CIFAR-10 with batch norm (OpenLTH ``cifar_vgg_16``); ``widths`` is ignored."))
 
 
 MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "conv2": conv2, "conv4": conv4, "conv6": conv6,
-                                           "resnet20": resnet20, "resnet56": resnet56, "vgg16": vgg16}
+                                           "resnet20": resnet20, "resnet56": resnet56, "resnet18": resnet18,
+                                           "resnet50": resnet50, "vgg16": vgg16}
 
 
 def build(name: str, **kwargs) -> Model:
@@ -144,6 +153,6 @@ def build(name: str, **kwargs) -> Model:
 
 
 __all__ = [
-    "CifarResNet", "CifarVGG", "ConvNet", "MLP", "Model", "STATE", "build", "conv2", "conv4", "conv6", "initializers",
-    "kernels_are_prunable", "mlp", "resnet20", "resnet56", "vgg16", "MODELS",
+    "CifarResNet", "CifarVGG", "ConvNet", "ImageNetResNet", "MLP", "Model", "STATE", "build", "conv2", "conv4", "conv6", "initializers",
+    "kernels_are_prunable", "mlp", "resnet18", "resnet20", "resnet50", "resnet56", "vgg16", "MODELS",
 ]

@@ -85,3 +85,52 @@ class CifarResNet(nn.Module):
                 x = BasicBlock(f, stride, self.kernel_init, name=f"s{s + 1}b{b + 1}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_outputs, kernel_init=self.kernel_init, name="out")(x)
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50's block (torchvision's v1.5: the stride sits on the 3×3 convolution)."""
+
+    features: int  # the block's inner width; it outputs 4× as many channels
+    stride: int
+    kernel_init: Callable
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        out = 4 * self.features
+        y = nn.relu(_bn(train, "bn1")(Conv(self.features, 1, 1, self.kernel_init, name="conv1")(x)))
+        y = nn.relu(_bn(train, "bn2")(Conv(self.features, 3, self.stride, self.kernel_init, name="conv2")(y)))
+        y = _bn(train, "bn3")(Conv(out, 1, 1, self.kernel_init, name="conv3")(y))
+        if self.stride != 1 or x.shape[-1] != out:
+            x = _bn(train, "shortcut_bn")(Conv(out, 1, self.stride, self.kernel_init, name="shortcut")(x))
+        return nn.relu(y + x)
+
+
+class ImageNetResNet(nn.Module):
+    """ResNet-18 / ResNet-50 in the ImageNet form (He et al. 2016, Table 1; torchvision):
+    a 7×7 stride-2 convolution and a 3×3 stride-2 max pool, four stages of 64, 128, 256 and
+    512 filters (stride 2 from the second), global average pooling, a dense output.
+
+    ``small_inputs=True`` replaces the stem with a 3×3 stride-1 convolution and no pool, the
+    usual adaptation for 32×32 and 64×64 images (TinyImageNet)."""
+
+    depth: int = 18
+    num_outputs: int = 1000
+    small_inputs: bool = False
+    kernel_init: Callable = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
+        if self.depth not in blocks:
+            raise ValueError(f"ImageNet ResNet depth must be 18, 34 or 50, got {self.depth}")
+        block = Bottleneck if self.depth == 50 else BasicBlock
+        if self.small_inputs:
+            x = nn.relu(_bn(train, "bn")(Conv(64, 3, 1, self.kernel_init, name="conv")(x)))
+        else:
+            x = nn.relu(_bn(train, "bn")(Conv(64, 7, 2, self.kernel_init, name="conv")(x)))
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        for s, (n, f) in enumerate(zip(blocks[self.depth], (64, 128, 256, 512))):
+            for b in range(n):
+                x = block(f, 2 if s > 0 and b == 0 else 1, self.kernel_init, name=f"s{s + 1}b{b + 1}")(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_outputs, kernel_init=self.kernel_init, name="out")(x)
