@@ -128,8 +128,9 @@ def test_factories_match_mlp_signature():
                      init="kaiming_normal", init_std=0.1)
     assert m.input_shape == (8, 8, 3) and m.num_outputs == 4
     assert list(_shapes(m)) == ["conv1", "conv2", "fc1", "out"]
-    assert sorted(models.MODELS) == ["conv2", "conv4", "conv6", "mlp", "resnet20", "resnet56", "vgg16"]
-    with pytest.raises(ValueError, match="conv2, conv4, conv6, mlp, resnet20"):
+    assert sorted(models.MODELS) == ["conv2", "conv4", "conv6", "mlp", "resnet18", "resnet20", "resnet50", "resnet56",
+                                     "vgg16"]
+    with pytest.raises(ValueError, match="conv2, conv4, conv6, mlp, resnet18"):
         models.build("conv8")
     import inspect
 
