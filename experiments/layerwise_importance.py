@@ -68,6 +68,31 @@ def summarize(run) -> dict:
     return {"rows": rows, "config": cfg.to_dict(), "run_dir": str(run.path)}
 
 
+def figure2(run) -> dict:
+    """Figure 2: per-connection weight std and sign flips across rounds, for the connections
+    all five tickets of a seed keep in the last round ("overlapping") and the others each
+    ticket keeps there ("non-overlapping"); per score and layer, averaged over seeds."""
+    cfg = run.config  # tickets are ordered (score, seed): ticket s·seeds + seed
+    last = run.rounds[-1]
+    layers = [n for n in last.metrics["layer_density"]]
+    out: dict = {s: {} for s in cfg.scores}
+    for layer in layers:
+        key = layer
+        masks_r = [np.asarray(rd.mask[key]["kernel"]) for rd in run.rounds]
+        params_r = [np.asarray(rd.params[key]["kernel"]) for rd in run.rounds]
+        final = masks_r[-1]
+        for s_i, s in enumerate(cfg.scores):
+            acc = []
+            for seed in range(cfg.seeds):
+                t = s_i * cfg.seeds + seed
+                common = np.all([final[j * cfg.seeds + seed] for j in range(len(cfg.scores))], axis=0)
+                groups = {"overlapping": common, "non-overlapping": final[t] & ~common}
+                acc.append(analysis.weight_dynamics([p[t] for p in params_r], [m[t] for m in masks_r], groups))
+            out[s][layer] = {g: {k: float(np.nanmean([a[g][k] for a in acc])) for k in acc[0][g]}
+                             for g in acc[0]}
+    return out
+
+
 def plot(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -122,6 +147,7 @@ def main():
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     res = summarize(run)
+    res["figure2"] = figure2(run)
     res["paper"] = PAPER
     (out / "lenet_table2.json").write_text(json.dumps(res, indent=1))
     plot(res, out / "lenet_table2.png")

@@ -71,6 +71,19 @@ def main():
             lines.append(f"| {r['round']} | {100 * r['sparsity']:.2f}% | "
                          + " | ".join(f"{100 * c[l]['of_all']:.2f}% / {100 * c[l]['of_surviving']:.1f}%"
                                       for l in layers) + " |")
+    if "figure2" in res:
+        f2 = res["figure2"]
+        lines += ["", "### Weight dynamics of overlapping vs non-overlapping connections (Figure 2)", "",
+                  "Per connection, the std of its trained weight over the rounds it survived and the number of "
+                  "sign changes between consecutive rounds; \"overlapping\" = kept in the last round by all five "
+                  "tickets of its seed. Mean over connections and seeds.", "",
+                  "| score | layer | overlapping: n, mean std, flipped | non-overlapping: n, mean std, flipped |",
+                  "|---|---|---|---|"]
+        for s, per_layer in f2.items():
+            for layer, g in per_layer.items():
+                o, n = g["overlapping"], g["non-overlapping"]
+                lines.append(f"| {s} | {layer} | {o['n']:,.0f}, {o['mean_std']:.4f}, {100 * o['flipped_fraction']:.2f}% | "
+                             f"{n['n']:,.0f}, {n['mean_std']:.4f}, {100 * n['flipped_fraction']:.2f}% |")
     Path(a.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")
 
