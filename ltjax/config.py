@@ -222,9 +222,11 @@ class Config:
               f"at most {MAX_NAME_BYTES} bytes long (it names the run directory)")
         check("validation_size", self.validation_size >= 0, "an integer ≥ 0")
         check("split_seed", self.split_seed >= 0, "an integer ≥ 0")
-        check("widths", (len(self.widths) > 0 or self.model.startswith(("resnet", "vgg")))
-              and all(0 < w <= INT32_MAX for w in self.widths),
+        check("widths", all(0 < w <= INT32_MAX for w in self.widths),
               f"positive integers (each ≤ {INT32_MAX}), e.g. 300,100")
+        check("widths", len(self.widths) > 0 or self.model.startswith(("resnet", "vgg")),
+              f"at least one width for model={self.model!r} (its hidden layer widths, e.g. 300,100; only the "
+              f"fixed ResNet and VGG architectures ignore widths)")
         check("init_std", self.init_std > 0, "> 0")
         check("lr", self.lr > 0, "> 0")
         check("momentum", 0 <= self.momentum < 1, "in [0, 1)")

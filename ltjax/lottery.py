@@ -91,7 +91,11 @@ def preflight(config: Config, ds: D.Dataset, model: models.Model) -> None:
     if config.batch_size > n:
         raise ConfigError(f"batch_size={config.batch_size} is not valid: must be ≤ the {n} training examples "
                           f"left after validation_size={config.validation_size}")
-    shapes = jax.eval_shape(lambda: M.make_mask(model.init(jax.random.PRNGKey(0)), model.is_prunable))
+    try:
+        shapes = jax.eval_shape(lambda: M.make_mask(model.init(jax.random.PRNGKey(0)), model.is_prunable))
+    except (ValueError, TypeError, ZeroDivisionError) as e:
+        raise ConfigError(f"model={config.model!r} cannot be built for dataset={config.dataset!r} (inputs "
+                          f"{model.input_shape}, {ds.num_classes} classes): {type(e).__name__}: {e}") from None
     names = M.layer_names(shapes)
     patterns = [("exclude", p) for p in config.exclude]
     if config.scope == "layerwise":

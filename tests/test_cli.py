@@ -84,7 +84,7 @@ BAD = [
     (["--set", "strategy=x"], ["strategy", "reset", "rewind", "continue"]),
     (["--set", "rewind_iteration=60000"], ["rewind_iteration", "60000", "iterations=50000"]),
     (["--iterations", "150"], ["iterations", "150", "multiple of eval_every=100"]),
-    (["--set", "widths="], ["widths", "positive integers"]),
+    (["--set", "widths="], ["widths", "at least one width for model='mlp'"]),
     (["--set", "widths=300,abc"], ["widths", "'abc'", "int"]),
     (["--set", "layer_rates=out"], ["layer_rates", "layer:rate", "'out'"]),
     (["--set", "layer_rates=out:2"], ["layer_rates", "[0, 1]"]),

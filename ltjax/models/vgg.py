@@ -3,8 +3,9 @@ layerwise-importance paper.
 
 Plan ``64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512``: each
 number is a 3×3 convolution (stride 1, padding 1, with bias) followed by batch norm and
-ReLU, ``M`` a 2×2 max pool; then a 2×2 average pool (32×32 inputs end at 1×1×512) and one
-dense output layer. Layers ``conv1 … conv13`` with ``bn1 … bn13``, then ``out``.
+ReLU, ``M`` a 2×2 max pool; then the average over the last 2×2 map (OpenLTH's
+``AvgPool2d(2)`` on 32×32 inputs; here a mean over whatever map remains, so smaller inputs
+work too) and one dense output layer. Layers ``conv1 … conv13`` with ``bn1 … bn13``, then ``out``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,5 @@ class CifarVGG(nn.Module):
             x = Conv3x3(int(item), kernel_init=self.kernel_init, name=f"conv{n}")(x)
             x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn{n}")(x)
             x = nn.relu(x)
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape((x.shape[0], -1))
+        x = jnp.mean(x, axis=(1, 2))  # OpenLTH's 2x2 average pool: on 32x32 inputs the last map is 2x2
         return nn.Dense(self.num_outputs, kernel_init=self.kernel_init, name="out")(x)
