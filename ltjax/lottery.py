@@ -214,7 +214,7 @@ def snip_rates(config: Config, mask: PyTree) -> tuple[dict[str, int], dict[str, 
     ``layer_rates`` overrides); global scope: one pool at ``prune_rate``. Returns
     ``(dense sizes, rates)`` keyed alike, over the layers SNIP may prune (not ``exclude``).
     """
-    sizes = {n: v for n, v in M.size(mask).items() if not any(fnmatch.fnmatchcase(n, e) for e in config.exclude)}
+    sizes = {n: v for n, v in M.size(mask).items() if not pruning.excluded(n, config.exclude)}
     if config.scope == "global":
         return {"pool": sum(sizes.values())}, {"pool": config.prune_rate}
     rates = pruning.layer_rates(list(sizes), config.prune_rate, dict(config.layer_rates))
@@ -345,13 +345,14 @@ class _Bar:
 def format_round(m: dict) -> str:
     ok = ~np.asarray(m["diverged"], bool)
     ms = lambda a: f"{np.mean(a[ok]):.4f}±{np.std(a[ok]):.4f}" if ok.any() else "n/a"  # noqa: E731
-    acc = m["val_acc_at_es"] if m["early_stop_on"] == "val" else m["test_acc_at_es"]
+    on_val = m["early_stop_on"] == "val"
     div = f"  DIVERGED {int((~ok).sum())}/{ok.size}" if not ok.all() else ""
     return (
         f"round {m['round']:2d}  density {100 * np.mean(m['density']):7.3f}%  "
         f"es-iter {np.mean(m['early_stop_iteration'][ok]) if ok.any() else float('nan'):8.0f}  "
-        f"{m['early_stop_on']}-acc@es {ms(acc)}  test-acc@es {ms(m['test_acc_at_es'])}  "
-        f"final-test-acc {ms(m['final_test_acc'])}  ({m['seconds']:.0f}s){div}"
+        + (f"val-acc@es {ms(m['val_acc_at_es'])}  " if on_val else "")  # without validation, es is on test
+        + f"test-acc@es {ms(m['test_acc_at_es'])}  "
+        + f"final-test-acc {ms(m['final_test_acc'])}  ({m['seconds']:.0f}s){div}"
     )
 
 

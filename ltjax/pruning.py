@@ -93,13 +93,18 @@ def layer_rates(names: list[str], base: float, overrides: Mapping[str, float] | 
     return {n: _rate_for(n, {**overrides, "*": base}) for n in names}
 
 
+def excluded(name: str, exclude: tuple[str, ...]) -> bool:
+    """Whether layer ``name`` matches one of the ``exclude`` names or globs."""
+    return any(fnmatch.fnmatchcase(name, e) for e in exclude)
+
+
 def _pool(mask: PyTree, exclude: tuple[str, ...]):
     flat_m, treedef = jax.tree_util.tree_flatten_with_path(mask, is_leaf=lambda x: x is None)
     names = [M.layer_name(p) for p, _ in flat_m]
     leaves = [m for _, m in flat_m]
     included = [
         i for i, (n, m) in enumerate(zip(names, leaves))
-        if m is not None and not any(fnmatch.fnmatchcase(n, e) for e in exclude)
+        if m is not None and not excluded(n, exclude)
     ]
     return treedef, names, leaves, included
 

@@ -24,7 +24,6 @@ per ticket).
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -135,4 +134,4 @@ def schedule_array(schedules: Sequence[Sequence[int]]) -> jax.Array:
 
 def pool_size(mask: PyTree, exclude: tuple[str, ...] = ()) -> jax.Array:
     """Survivors in the SNIP pool: all prunable layers except ``exclude``."""
-    return sum(c for n, c in M.count(mask).items() if not any(fnmatch.fnmatchcase(n, e) for e in exclude))
+    return sum(c for n, c in M.count(mask).items() if not pruning.excluded(n, exclude))

@@ -108,12 +108,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _sync_committed(tmp: Path) -> None:
+    """fsync every file of a directory that already has its manifest."""
+    for p in [*_files(tmp), tmp / MANIFEST]:
+        _fsync(p)
+
+
 def _commit(tmp: Path, final: Path) -> None:
     """Write the manifest of ``tmp``, sync everything, then rename it to ``final`` (atomic)."""
     files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(tmp)}
     (tmp / MANIFEST).write_text(json.dumps(files, indent=1, sort_keys=True))
-    for p in [*_files(tmp), tmp / MANIFEST]:
-        _fsync(p)
+    _sync_committed(tmp)
     os.replace(tmp, final)
     _fsync(final.parent)
 
@@ -278,8 +283,7 @@ def adopt(src: Path, dst: Path, parts: list[str]) -> list[str]:
         if verify(tmp):
             shutil.rmtree(tmp)
             continue
-        for p in [*_files(tmp), tmp / MANIFEST]:
-            _fsync(p)
+        _sync_committed(tmp)
         os.replace(tmp, d)
         _fsync(dst)
         copied.append(part)
