@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field; repeatable (see `ltjax presets --fields`)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--ticket-chunk", type=int, default=None, metavar="K",
+                   help="train the tickets in sequential chunks of K inside the program (default: all at "
+                        "once); bounds device memory, and K=1 speeds up conv nets on CPU")
     r.add_argument("--repair", action="store_true",
                    help="recompute damaged (truncated or corrupted) checkpoints from the last good round")
 
@@ -77,7 +80,7 @@ def _cmd_run(a) -> None:
     config = config.with_overrides(flag_sets + a.overrides)
     show_bar = not a.no_progress and (sys.stderr.isatty() or os.environ.get("LTJAX_PROGRESS") == "1")
     run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir, progress=show_bar,
-                      repair=a.repair)
+                      repair=a.repair, ticket_chunk=a.ticket_chunk)
     print(report.round_table(run))
 
 

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field, fields
 
 from ltjax import controls, pruning, scores, stopping
-from ltjax.data import DATASETS
+from ltjax.data import names as data_names
 from ltjax.data.augment import AUGMENTATIONS
 from ltjax.models import MODELS
 from ltjax.models.initializers import INITIALIZERS
@@ -189,7 +189,7 @@ class Config:
             if not ok:
                 raise ConfigError(f"{name}={_show(getattr(self, name))} is not valid: must be {what}")
 
-        choice("dataset", [*DATASETS, "xor"])
+        choice("dataset", data_names())
         choice("model", MODELS)
         choice("init", INITIALIZERS)
         choice("optimizer", OPTIMIZERS)

@@ -322,18 +322,23 @@ class _Bar:
     """A tqdm bar the compiled program updates through ``jax.debug.callback``."""
 
     def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.offset = enabled, None, 0
+        self.enabled, self.bar, self.offset, self.last = enabled, None, 0, 0
 
-    def start(self, desc: str, total: int, offset: int = 0):
+    def start(self, desc: str, total: int, offset: int = 0, passes: int = 1):
+        """``passes``: how many times the program counts to ``total`` (sequential ticket chunks)."""
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="it", leave=False, dynamic_ncols=True)
-        self.offset = offset
+            self.bar = tqdm(total=total * passes, desc=desc, unit="it", leave=False, dynamic_ncols=True)
+        self.offset, self.last = offset, 0
 
     def __call__(self, done):
+        done = int(done)
+        if done < self.last:  # the next ticket chunk started counting from 0
+            self.offset += self.last
+        self.last = done
         if self.bar is not None:
-            self.bar.n = min(self.offset + int(done), self.bar.total)
+            self.bar.n = min(self.offset + done, self.bar.total)
             self.bar.refresh()
 
     def close(self):
@@ -365,14 +370,25 @@ def run(
     progress: bool = True,
     repair: bool = False,
     log: Callable[[str], None] = print,
+    ticket_chunk: int | None = None,
 ) -> store.Run:
     """Run (or resume) the study described by ``config``; returns the loaded run.
+
+    ``ticket_chunk`` trains the tickets (and controls) of a round in sequential chunks of that
+    many inside the one program instead of all at once (see :func:`ltjax.train.make_trainer`):
+    for studies that do not fit in device memory together, and for convolutional networks on
+    XLA:CPU. It changes how the work is scheduled, not what is computed, so it is not part of
+    the configuration or its hash.
 
     Resuming verifies every committed part of the run directory against its manifest. A
     damaged part raises :class:`~ltjax.store.CorruptRunError` naming it; with
     ``repair=True`` it is moved aside and recomputed from the last good state instead.
     """
     config.validate()
+    if ticket_chunk is not None and (isinstance(ticket_chunk, bool) or not isinstance(ticket_chunk, int)
+                                     or ticket_chunk < 1):
+        raise ConfigError(f"ticket_chunk={ticket_chunk!r} is not valid: give a positive number of tickets "
+                          f"per chunk, or None to train all tickets at once")
     ds = D.load(config.dataset, validation_size=config.validation_size, split_seed=config.split_seed,
                 data_dir=data_dir, manual_dir=manual_dir)
     model = build_model(config, ds)
@@ -390,7 +406,7 @@ def run(
         else:
             verb = "resuming at" if done else "starting at"
             log(f"{d}: {verb} round {todo[0]} of {config.rounds}, {config.num_tickets()} ticket(s) in one program")
-            _execute(config, d, ds, model, todo, progress, log)
+            _execute(config, d, ds, model, todo, progress, log, ticket_chunk)
     return store.load_run(d)
 
 
@@ -464,7 +480,7 @@ def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
 
 
 def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
-             progress: bool, log: Callable[[str], None]) -> None:
+             progress: bool, log: Callable[[str], None], ticket_chunk: int | None = None) -> None:
     stop = early_stop_spec(config, "val" if len(ds.x_val) else "test")
     mesh = ticket_mesh(config.num_tickets())
     data = replicate(device_data(ds), mesh)
@@ -482,7 +498,8 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
 
     bar = _Bar(progress)
-    trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar)
+    trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar, ticket_chunk=ticket_chunk)
+    passes = lambda n: -(-n // ticket_chunk) if ticket_chunk else 1  # noqa: E731  (chunks of n tickets)
     k, iters = config.rewind_step(), config.iterations
     theta_k = shard_tickets(store.load_once(d / "theta_k"), mesh) if (d / "theta_k").exists() else None
     if k == 0:
@@ -515,7 +532,7 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         mask = shard_tickets(mask, mesh)
 
         if theta_k is None:  # only when rewinding to k > 0 and theta_k is not on disk yet
-            bar.start(f"theta_k (iteration {k})", k)
+            bar.start(f"theta_k (iteration {k})", k, passes=passes(T))
             theta_k, c_k = trainer(theta0, dense, data_keys, data, 0, k)
             bar.close()
             store.save_once(d / "theta_k", theta_k)
@@ -525,7 +542,7 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
             # Round 0 continues from theta_k; if theta_k came from disk, redo its curves.
             if c_k is None:
                 _, c_k = trainer(theta0, dense, data_keys, data, 0, k)
-            bar.start("round 0", iters - k)
+            bar.start("round 0", iters - k, passes=passes(T))
             params, c2 = trainer(theta_k, mask, data_keys, data, k, iters - k)
             curves = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2)
         else:
@@ -540,7 +557,7 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
                 n = len(labels)
                 p_in, m_in = _concat(start, c_start), _concat(mask, c_mask)
                 k_in = jnp.concatenate([data_keys] * (n + 1))
-            bar.start(f"round {r}", iters - begin)
+            bar.start(f"round {r}", iters - begin, passes=passes(len(k_in)))
             params, curves = trainer(shard_tickets(p_in, mesh), shard_tickets(m_in, mesh), shard_tickets(k_in, mesh),
                                      data, begin, iters - begin)
             if with_controls:

@@ -70,6 +70,21 @@ PRESETS: dict[str, tuple[Config, str]] = {
         "160 epochs, augmentation), global pruning 20% per round, 35 rounds, rewind to iteration 2000; "
         "evaluation every 80 iterations, the largest interval dividing 2000 and 62,560.",
     ),
+    "resnet18_tiny_imagenet_ltr": (
+        Config(
+            name="resnet18_tiny_imagenet_ltr", dataset="tiny_imagenet", model="resnet18", widths=(),
+            init="kaiming_normal", optimizer="momentum", lr=0.2, momentum=0.9, weight_decay=1e-4,
+            lr_drops=(39_100, 58_650), batch_size=256, iterations=78_200, eval_every=200,
+            validation_size=0, augment="cifar", scope="global", prune_rate=0.2, layer_rates=(),
+            strategy="rewind", rewind_iteration=1000, rounds=41,
+        ),
+        "Layerwise-importance paper, Appendix A: ResNet-18 (3x3 stem, no max pool) / TinyImageNet "
+        "(Stanford's archive in the manual directory; its labelled validation set is the test set), "
+        "Kaiming normal, SGD momentum 0.9, lr 0.2, 10x drops at epochs 100 and 150, weight decay 1e-4, "
+        "batch 256, 200 epochs of 391 iterations, 4-pixel pad-crop-flip augmentation (the paper names "
+        "none for TinyImageNet); global pruning 20% per round, 40 rounds, rewind to iteration 1000. "
+        "Evaluation every 200 iterations, the largest interval dividing 1000 and 78,200.",
+    ),
     # The LTH-vs-SNIP report (sec. 5.1): 25 epochs, 10 pruning rounds, patience early stopping;
     # every round trains a SNIP and an iterative-SNIP network of the ticket's size beside it.
     "lenet_mnist_lth_snip": (

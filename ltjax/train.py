@@ -141,14 +141,21 @@ def loss_and_correct(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Ar
 
 def make_trainer(
     model, spec: TrainSpec, mean: tuple[float, ...], std: tuple[float, ...],
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, ticket_chunk: int | None = None,
 ):
     """Build ``train(params, mask, key, data, start_step, num_steps) -> (params, Curves)``.
 
     Arguments carry a leading ticket axis T (params, mask, key); ``data`` is a shared
     :class:`DeviceData`; ``num_steps`` must be a multiple of ``spec.eval_every`` and is
     static (one compilation per distinct value). ``progress(iterations_done)`` is called
-    from inside the program after each evaluation, for progress bars.
+    from inside the program after each evaluation, for progress bars; with chunks it counts
+    from 0 again for each chunk.
+
+    ``ticket_chunk=k`` trains the tickets in chunks of k, one chunk after another inside the
+    same compiled program (``lax.map`` with ``batch_size=k``), vmapped within a chunk; the
+    default vmaps all T at once. Chunks bound the memory of a study whose tickets do not fit
+    on the device together, and ``k=1`` avoids batched convolutions, which XLA:CPU runs as
+    slow grouped convolutions. Every ticket computes the same function either way.
     """
     B, E = spec.batch_size, spec.eval_every
 
@@ -217,15 +224,27 @@ def make_trainer(
         out = train_one(sq(params), sq(mask), key[0], data, start_step, num_steps)
         return jax.tree.map(lambda a: a[None], out)
 
+    def chunked(params, mask, key, data, start_step, num_steps):
+        def one(args):
+            return train_one(*args, data, start_step, num_steps)
+
+        if ticket_chunk == 1:  # plain loop: no batch axis at all
+            return lax.map(one, (params, mask, key))
+        return lax.map(one, (params, mask, key), batch_size=ticket_chunk)  # vmaps within a chunk
+
     jitted_batched = jax.jit(batched, static_argnums=(5,))
     jitted_single = jax.jit(single, static_argnums=(5,))
+    jitted_chunked = jax.jit(chunked, static_argnums=(5,))
+    if ticket_chunk is not None and ticket_chunk < 1:
+        raise ValueError(f"ticket_chunk must be a positive number of tickets or None (all at once), got {ticket_chunk}")
 
     def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int):
         if num_steps % E:
             raise ValueError(f"num_steps={num_steps} must be a multiple of eval_every={E}")
         if data.x_train.shape[0] < B:
             raise ValueError(f"batch_size={B} exceeds the {data.x_train.shape[0]} training examples")
-        fn = jitted_single if key.shape[0] == 1 else jitted_batched
+        T = key.shape[0]
+        fn = jitted_single if T == 1 else jitted_chunked if ticket_chunk and ticket_chunk < T else jitted_batched
         return fn(params, mask, key, data, jnp.int32(start_step), int(num_steps))
 
     return train

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ltjax import lottery, presets
+from ltjax.config import ConfigError
 from ltjax import masks as M
 from ltjax.data import load
 from ltjax.lottery import build_model, round_start, ticket_keys
@@ -137,6 +138,28 @@ def test_rewind_snapshots_theta_k_and_starts_there(tmp_path):
     np.testing.assert_array_equal(np.asarray(start["fc1"]["kernel"]), np.where(m, run.theta_k["fc1"]["kernel"], 0.0))
 
 
+def test_ticket_chunks_give_the_same_run(tmp_path):
+    """``ticket_chunk`` schedules the tickets differently but computes the same study (and the
+    progress bar counts every chunk's iterations)."""
+    cfg = SMALL.replace(strategy="rewind", rewind_iteration=200, iterations=600, eval_every=100, rounds=2)
+    a = lottery.run(cfg, tmp_path / "a", progress=False, log=_quiet)
+    b = lottery.run(cfg, tmp_path / "b", progress=False, log=_quiet, ticket_chunk=1)
+    assert a.path.name == b.path.name  # not part of the configuration's hash
+    for ra, rb in zip(a.rounds, b.rounds):
+        for x, y in zip(_leaves(ra.mask), _leaves(rb.mask)):
+            np.testing.assert_array_equal(x, y)
+        for x, y in zip(_leaves(ra.params), _leaves(rb.params)):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="ticket_chunk=0 is not valid"):
+        lottery.run(cfg, tmp_path / "c", progress=False, log=_quiet, ticket_chunk=0)
+    assert not (tmp_path / "c").exists()
+    bar = lottery._Bar(False)
+    bar.start("r", 60, passes=2)
+    for done in (20, 40, 60, 20, 40):
+        bar(done)
+    assert bar.offset + bar.last == 100
+
+
 def test_continue_starts_from_trained_weights(reset_run):
     cfg = SMALL.replace(strategy="continue")
     prev = reset_run.rounds[1].params
@@ -199,6 +222,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
 _SHARDED = """
 import sys, jax, numpy as np
 from ltjax import lottery, presets
+from ltjax.config import ConfigError
 from ltjax.devices import ticket_mesh
 assert jax.device_count() == 4 and ticket_mesh(4).devices.size == 4, jax.devices()
 cfg = presets.get("lenet_mnist_iclr2019").replace(iterations=300, eval_every=100, seeds=4, rounds=2)

@@ -79,6 +79,24 @@ def test_vmapped_equals_one_by_one():
         np.testing.assert_allclose(curves.val_loss[i], curves_i.val_loss[0], rtol=1e-4)
 
 
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_ticket_chunks_compute_what_one_vmap_computes(chunk):
+    """5 tickets in sequential chunks (1: a plain loop; 2: vmapped pairs plus a remainder)."""
+    params, mask, keys = _tickets(5)
+    data = device_data(DS)
+    spec = TrainSpec(optimizer="momentum", lr=0.05, batch_size=32, eval_every=20)
+    seen = []
+    out, curves = make_trainer(MODEL, spec, DS.mean, DS.std)(params, mask, keys, data, 0, 60)
+    c_out, c_curves = make_trainer(MODEL, spec, DS.mean, DS.std, progress=seen.append,
+                                   ticket_chunk=chunk)(params, mask, keys, data, 0, 60)
+    for a, b in zip(jax.tree.leaves((out, curves)), jax.tree.leaves((c_out, c_curves))):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    # progress counts to 60 once per chunk, in order
+    assert [int(s) for s in seen] == [20, 40, 60] * -(-5 // chunk)
+    with pytest.raises(ValueError, match="ticket_chunk must be a positive"):
+        make_trainer(MODEL, spec, DS.mean, DS.std, ticket_chunk=0)
+
+
 def test_split_training_equals_one_call():
     """Snapshot at k then continue == one call (stateless SGD, constant lr): global iteration
     numbering gives the same batches, so the rewind point is the true iteration-k weights."""

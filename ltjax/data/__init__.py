@@ -1,5 +1,6 @@
-"""Datasets as arrays: TFDS image datasets (decoded once, cached), the 4-point XOR set,
-a seeded validation split, and on-device normalization.
+"""Datasets as arrays: TFDS image datasets (decoded once, cached), TinyImageNet, the 4-point
+XOR set, synthetic stand-ins of each image dataset's shape, a seeded validation split, and
+on-device normalization.
 
 Images stay ``uint8`` (N, H, W, C) on the device; :func:`normalize` turns a gathered batch
 into float32 ``(x/255 - mean) / std`` inside the compiled program.
@@ -53,6 +54,34 @@ def split_validation(x: np.ndarray, y: np.ndarray, size: int, seed: int):
     return x[~val], y[~val], x[val], y[val]
 
 
+SYNTHETIC_PREFIX = "synthetic_"
+SYNTHETIC_SIZES = (1024, 256)  # train, test examples of a synthetic dataset
+
+
+def names() -> list[str]:
+    """Every dataset name :func:`load` accepts."""
+    return [*DATASETS, "xor", *(SYNTHETIC_PREFIX + n for n in DATASETS)]
+
+
+def synthetic_arrays(name: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Stand-in arrays with ``name``'s image shape, class count and dtypes, for smoke runs of
+    recipes whose data cannot be had here (CIFAR-10, TinyImageNet offline).
+
+    Each class has a random template image; an example is its class's template plus uniform
+    noise of twice the template's spread, so a network can learn the task above chance, and
+    the labels are balanced. Deterministic in ``seed``; sizes :data:`SYNTHETIC_SIZES`.
+    """
+    info = DATASETS[name]
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(64, 192, (info.num_classes, *info.shape))
+    out = {}
+    for split, n in zip(("train", "test"), SYNTHETIC_SIZES):
+        y = rng.permutation(np.arange(n) % info.num_classes).astype(np.int32)
+        x = templates[y] + rng.uniform(-128, 128, (n, *info.shape))
+        out[f"x_{split}"], out[f"y_{split}"] = np.clip(np.rint(x), 0, 255).astype(np.uint8), y
+    return out
+
+
 def load(
     name: str,
     *,
@@ -61,14 +90,22 @@ def load(
     data_dir: str | None = None,
     manual_dir: str | None = None,
 ) -> Dataset:
-    """Load a dataset by name (``mnist``, ``fashion_mnist``, ``xor``) with a validation split."""
+    """Load a dataset by name (one of :func:`names`) with a validation split.
+
+    ``synthetic_<name>`` gives :func:`synthetic_arrays` of dataset ``name`` (seeded by
+    ``split_seed``) with that dataset's normalization constants.
+    """
     if name == "xor":
         x, y = xor()
         empty = (x[:0], y[:0])
         return Dataset("xor", x, y, *empty, x, y, (0.0,), (1.0,), 2)
-    arrays = load_arrays(name, data_dir=data_dir, manual_dir=manual_dir)
+    if name.startswith(SYNTHETIC_PREFIX) and name[len(SYNTHETIC_PREFIX):] in DATASETS:
+        info = DATASETS[name[len(SYNTHETIC_PREFIX):]]
+        arrays = synthetic_arrays(name[len(SYNTHETIC_PREFIX):], split_seed)
+    else:
+        info = DATASETS.get(name)
+        arrays = load_arrays(name, data_dir=data_dir, manual_dir=manual_dir)
     x_tr, y_tr, x_val, y_val = split_validation(arrays["x_train"], arrays["y_train"], validation_size, split_seed)
-    info = DATASETS[name]
     return Dataset(name, x_tr, y_tr, x_val, y_val, arrays["x_test"], arrays["y_test"],
                    info.mean, info.std, info.num_classes)
 
@@ -89,6 +126,6 @@ def normalize(x: jnp.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -
 
 
 __all__ = [
-    "DATASETS", "Dataset", "DataUnavailableError", "cache_dir", "load", "load_arrays",
-    "normalize", "resolve_manual_dir", "split_validation", "xor",
+    "DATASETS", "Dataset", "DataUnavailableError", "SYNTHETIC_PREFIX", "cache_dir", "load", "load_arrays",
+    "names", "normalize", "resolve_manual_dir", "split_validation", "synthetic_arrays", "xor",
 ]

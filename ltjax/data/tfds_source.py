@@ -22,6 +22,8 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
+from ltjax.data import tiny_imagenet
+
 
 class FileChecksum(NamedTuple):
     size: int  # bytes
@@ -36,6 +38,7 @@ class DatasetInfo(NamedTuple):
     host: str  # where TFDS downloads from; probed first so offline machines fail fast
     source: str  # where the original files can be fetched by hand
     checksums: Mapping[str, FileChecksum]  # per file in ``files``: what TFDS registers for it
+    shape: tuple[int, int, int]  # one image, (H, W, C)
 
 
 # Size and SHA-256 of the original files: the values TFDS registers for these datasets
@@ -70,17 +73,23 @@ _CIFAR10_SUMS = {
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         (0.1307,), (0.3081,), 10, tuple(_MNIST_SUMS), "storage.googleapis.com",
-        "https://storage.googleapis.com/cvdf-datasets/mnist/", _MNIST_SUMS,
+        "https://storage.googleapis.com/cvdf-datasets/mnist/", _MNIST_SUMS, (28, 28, 1),
     ),
     "fashion_mnist": DatasetInfo(
         (0.2860,), (0.3530,), 10, tuple(_FASHION_MNIST_SUMS),
         "fashion-mnist.s3-website.eu-central-1.amazonaws.com",
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", _FASHION_MNIST_SUMS,
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", _FASHION_MNIST_SUMS, (28, 28, 1),
     ),
     # Per-RGB-channel normalization of the LTH-vs-SNIP report (the common CIFAR-10 constants).
     "cifar10": DatasetInfo(
         (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 10, tuple(_CIFAR10_SUMS),
-        "www.cs.toronto.edu", "https://www.cs.toronto.edu/~kriz/", _CIFAR10_SUMS,
+        "www.cs.toronto.edu", "https://www.cs.toronto.edu/~kriz/", _CIFAR10_SUMS, (32, 32, 3),
+    ),
+    # Not in TFDS: read from Stanford's archive in the manual directory (ltjax.data.tiny_imagenet).
+    # The per-channel mean and std of its training images, as commonly used.
+    "tiny_imagenet": DatasetInfo(
+        (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 200, (tiny_imagenet.ARCHIVE,),
+        "cs231n.stanford.edu", "http://cs231n.stanford.edu/tiny-imagenet-200.zip", {}, tiny_imagenet.SHAPE,
     ),
 }
 
@@ -156,6 +165,23 @@ def _tfds_arrays(name: str, data_dir: str | None, manual_dir: Path | None) -> di
         out[f"x_{split}"] = np.asarray(d["image"], np.uint8)
         out[f"y_{split}"] = np.asarray(d["label"], np.int32)
     return out
+
+
+def _tiny_imagenet_arrays(manual_dir: Path | None) -> dict[str, np.ndarray]:
+    info = DATASETS["tiny_imagenet"]
+    source = tiny_imagenet.find(manual_dir)
+    if source is None:
+        looked = f"the manual directory {manual_dir} holds neither {tiny_imagenet.ARCHIVE} nor " \
+                 f"{tiny_imagenet.FOLDER}/" if manual_dir else "no manual directory was given"
+        raise DataUnavailableError(
+            f"dataset 'tiny_imagenet' is not in TFDS and ltjax does not download it: {looked}. "
+            f"Download {info.source} into a folder (the zip as is, or unpacked) and pass it with "
+            f"--manual-dir DIR or LTJAX_MANUAL_DIR=DIR.")
+    try:
+        return tiny_imagenet.read(source)
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
+        raise DataUnavailableError(f"dataset 'tiny_imagenet' cannot be read from {source}: {e}. "
+                                   f"The original archive is {info.source}.") from e
 
 
 def _sha256(path: Path) -> str:
@@ -243,7 +269,10 @@ def load_arrays(
                 return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # an unreadable (truncated, empty, foreign) cache is rebuilt below
-    arrays = _tfds_arrays(name, data_dir, resolve_manual_dir(name, manual_dir))
+    if name == "tiny_imagenet":
+        arrays = _tiny_imagenet_arrays(resolve_manual_dir(name, manual_dir))
+    else:
+        arrays = _tfds_arrays(name, data_dir, resolve_manual_dir(name, manual_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     with os.fdopen(fd, "wb") as f:
