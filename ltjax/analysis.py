@@ -97,6 +97,18 @@ def mlp_layer_order(names: Sequence[str]) -> list[str]:
     return [hidden[k] for k in sorted(hidden)] + ["out"]
 
 
+def display_order(names: Sequence[str]) -> list[str]:
+    """An input-to-output reading order for plots of any model's layers: numbers inside names
+    compare as numbers (``conv2`` before ``conv10``, ``s1b2`` before ``s2b1``), other text
+    alphabetically (ltjax's ResNet stem ``conv`` before the blocks ``s…``), and ``out`` last.
+    For display only; path analyses that need the true order take ``layer_order``."""
+    def key(n):
+        parts = [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n) if p]
+        return (n == "out", [(0, p) if isinstance(p, int) else (1, p) for p in parts])
+
+    return sorted(names, key=key)
+
+
 def _chain(mask: PyTree, layer_order: Sequence[str] | None) -> tuple[dict[str, Any], list[str]]:
     leaves = _named_leaves(mask)
     order = list(layer_order) if layer_order is not None else mlp_layer_order(list(leaves))

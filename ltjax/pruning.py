@@ -50,6 +50,13 @@ def prune_count(alive: jax.Array, rate: float) -> jax.Array:
     return q * num + (r * num + den // 2) // den
 
 
+def static_prune_count(alive: int, rate: float) -> int:
+    """:func:`prune_count` for a Python int (usable while tracing, where sizes are static)."""
+    num, den = _as_fraction(rate)
+    q, r = divmod(int(alive), den)
+    return q * num + (r * num + den // 2) // den
+
+
 def _prune_pool(scores: list[jax.Array], masks: list[jax.Array], rate: float | None = None,
                 keep: jax.Array | None = None) -> list[jax.Array]:
     """Prune one pool of tensors jointly, by ``rate`` of its survivors or down to ``keep``

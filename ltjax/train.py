@@ -139,9 +139,19 @@ def loss_and_correct(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Ar
     return loss, jnp.argmax(logits, -1) == y
 
 
+class TrainOutput(NamedTuple):
+    """What :func:`make_trainer`'s ``train.stateful`` returns (leading ticket axis on each)."""
+
+    params: PyTree
+    curves: Curves
+    opt_state: PyTree  # pass back in to continue training exactly where this call stopped
+    mask: PyTree  # the mask at the end (changes only with a ``mask_update``)
+
+
 def make_trainer(
     model, spec: TrainSpec, mean: tuple[float, ...], std: tuple[float, ...],
     progress: Callable[[int], None] | None = None, ticket_chunk: int | None = None,
+    mask_update: Callable[[jax.Array, PyTree, PyTree], PyTree] | None = None,
 ):
     """Build ``train(params, mask, key, data, start_step, num_steps) -> (params, Curves)``.
 
@@ -151,13 +161,26 @@ def make_trainer(
     from inside the program after each evaluation, for progress bars; with chunks it counts
     from 0 again for each chunk.
 
+    ``train.stateful(params, mask, key, data, start_step, num_steps, opt_state=None,
+    origin=None) -> TrainOutput`` also returns the optimizer state and final mask, and takes
+    them back: a training run split into calls that pass ``opt_state`` on, with ``origin`` =
+    the first call's ``start_step`` (where the learning-rate schedule and the optimizer's own
+    step count began), computes what one call computes. Without ``opt_state`` a call starts a
+    fresh optimizer at ``start_step``, as a rewound ticket does.
+
     ``ticket_chunk=k`` trains the tickets in chunks of k, one chunk after another inside the
     same compiled program (``lax.map`` with ``batch_size=k``), vmapped within a chunk; the
     default vmaps all T at once. Chunks bound the memory of a study whose tickets do not fit
     on the device together, and ``k=1`` avoids batched convolutions, which XLA:CPU runs as
     slow grouped convolutions. Every ticket computes the same function either way.
+
+    ``mask_update(t, params, mask) -> mask`` (one ticket's arrays), if given, runs before the
+    gradient of every iteration ``t`` inside the compiled loop; the weights it prunes are
+    zeroed at once and stay zero. Gradual pruning schedules use it (see :mod:`ltjax.early`).
     """
     B, E = spec.batch_size, spec.eval_every
+    if ticket_chunk is not None and ticket_chunk < 1:
+        raise ValueError(f"ticket_chunk must be a positive number of tickets or None (all at once), got {ticket_chunk}")
 
     # Params enter masked (train_one applies the mask once) and every update is masked, so
     # the weights the forward pass sees are always exactly params ⊙ mask: no per-step multiply.
@@ -185,13 +208,16 @@ def make_trainer(
         n = jnp.sum(w)
         return jnp.sum(loss) / n, jnp.sum(correct) / n
 
-    def train_one(params, mask, key, data: DeviceData, start_step, num_steps):
+    def train_one(params, mask, key, opt_state, data: DeviceData, start_step, num_steps, origin):
         n = data.x_train.shape[0]
-        opt = make_optimizer(spec, start_step)
+        opt = make_optimizer(spec, start_step if origin is None else origin)
         aug_key = jax.random.split(key)[1]  # independent of the data-order keys fold_in(key, epoch)
 
         def step(carry, t):
-            params, opt_state = carry
+            params, opt_state, mask = carry
+            if mask_update is not None:
+                mask = mask_update(t, params, mask)
+                params = apply_mask(params, mask)
             idx = batch_indices(key, n, B, t)
             x = augment(spec.augment, jax.random.fold_in(aug_key, t), data.x_train[idx])
             (loss, (acc, stepped)), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, x, data.y_train[idx])
@@ -199,7 +225,7 @@ def make_trainer(
             params = apply_mask(optax.apply_updates(params, updates), mask)
             if model.stateful:  # running statistics come from the forward pass, not the optimizer
                 params = {**params, STATE: stepped[STATE]}
-            return (params, opt_state), (loss, acc)
+            return (params, opt_state, mask), (loss, acc)
 
         def chunk(carry, c):
             ts = start_step + c * E + jnp.arange(E, dtype=jnp.int32)
@@ -212,39 +238,43 @@ def make_trainer(
             return carry, Curves(start_step + done, jnp.mean(losses), jnp.mean(accs), *val, *test)
 
         params = apply_mask(params, mask)
-        carry = (params, opt.init(params))
-        carry, curves = lax.scan(chunk, carry, jnp.arange(num_steps // E, dtype=jnp.int32))
-        return carry[0], curves
+        carry = (params, opt.init(params) if opt_state is None else opt_state, mask)
+        (params, opt_state, mask), curves = lax.scan(chunk, carry, jnp.arange(num_steps // E, dtype=jnp.int32))
+        return TrainOutput(params, curves, opt_state, mask)
 
-    batched = jax.vmap(train_one, in_axes=(0, 0, 0, None, None, None))
-
-    def single(params, mask, key, data, start_step, num_steps):
-        # One ticket: run the unbatched program (XLA:CPU's batched matmuls are slower).
-        sq = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
-        out = train_one(sq(params), sq(mask), key[0], data, start_step, num_steps)
-        return jax.tree.map(lambda a: a[None], out)
-
-    def chunked(params, mask, key, data, start_step, num_steps):
+    def tickets(params, mask, key, opt_state, data, start_step, num_steps, origin):
         def one(args):
-            return train_one(*args, data, start_step, num_steps)
+            return train_one(*args, data, start_step, num_steps, origin)
 
+        args = (params, mask, key, opt_state)
+        T = key.shape[0]
+        if T == 1:  # one ticket: the unbatched program (XLA:CPU's batched matmuls are slower)
+            out = one(jax.tree.map(lambda a: a[0], args))
+            return jax.tree.map(lambda a: a[None], out)
         if ticket_chunk == 1:  # plain loop: no batch axis at all
-            return lax.map(one, (params, mask, key))
-        return lax.map(one, (params, mask, key), batch_size=ticket_chunk)  # vmaps within a chunk
+            return lax.map(one, args)
+        if ticket_chunk and ticket_chunk < T:
+            return lax.map(one, args, batch_size=ticket_chunk)  # vmapped within a chunk
+        return jax.vmap(one)(args)
 
-    jitted_batched = jax.jit(batched, static_argnums=(5,))
-    jitted_single = jax.jit(single, static_argnums=(5,))
-    jitted_chunked = jax.jit(chunked, static_argnums=(5,))
-    if ticket_chunk is not None and ticket_chunk < 1:
-        raise ValueError(f"ticket_chunk must be a positive number of tickets or None (all at once), got {ticket_chunk}")
-
-    def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int):
+    def check(key, data, num_steps):
         if num_steps % E:
             raise ValueError(f"num_steps={num_steps} must be a multiple of eval_every={E}")
         if data.x_train.shape[0] < B:
             raise ValueError(f"batch_size={B} exceeds the {data.x_train.shape[0]} training examples")
-        T = key.shape[0]
-        fn = jitted_single if T == 1 else jitted_chunked if ticket_chunk and ticket_chunk < T else jitted_batched
-        return fn(params, mask, key, data, jnp.int32(start_step), int(num_steps))
 
+    jitted = jax.jit(lambda p, m, k, d, s, n: tickets(p, m, k, None, d, s, n, None)[:2], static_argnums=(5,))
+    jitted_stateful = jax.jit(tickets, static_argnums=(6,))
+
+    def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int):
+        check(key, data, num_steps)
+        return jitted(params, mask, key, data, jnp.int32(start_step), int(num_steps))
+
+    def stateful(params, mask, key, data: DeviceData, start_step: int, num_steps: int, opt_state=None,
+                 origin: int | None = None) -> TrainOutput:
+        check(key, data, num_steps)
+        return TrainOutput(*jitted_stateful(params, mask, key, opt_state, data, jnp.int32(start_step), int(num_steps),
+                                            None if origin is None else jnp.int32(origin)))
+
+    train.stateful = stateful
     return train

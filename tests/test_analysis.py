@@ -166,6 +166,9 @@ def test_prune_dead_edges_on_a_stack_equals_vmap_and_per_ticket():
 
 def test_layer_order_is_numeric_and_validated():
     assert A.mlp_layer_order(["fc1", "fc10", "fc2", "out"]) == ["fc1", "fc2", "fc10", "out"]
+    assert A.display_order(["out", "conv10", "conv2", "conv1"]) == ["conv1", "conv2", "conv10", "out"]
+    assert A.display_order(["out", "s2b1/shortcut", "s10b1/conv1", "s2b1/conv1", "conv", "s1b2/conv2"]) == [
+        "conv", "s1b2/conv2", "s2b1/conv1", "s2b1/shortcut", "s10b1/conv1", "out"]
     with pytest.raises(ValueError, match="conv1"):
         A.mlp_layer_order(["conv1", "out"])
     mask = _mlp_mask(np.ones((3, 3)), np.ones((3, 2)), np.ones((2, 2)))

@@ -1,0 +1,476 @@
+"""Early-ticket studies: a baseline run watched epoch by epoch, and the experiments built on it.
+
+``baseline(config, out)`` trains ``config.seeds`` dense networks (vmapped) with the config's
+recipe for ``config.iterations`` (whole epochs), one compiled call per epoch with the optimizer
+state passed on (so it computes what one uninterrupted call computes). After every epoch it
+records, per seed: the weights (an orbax snapshot: any epoch can be pruned from or rewound
+to), per-layer weight std (Figure 2a), the per-layer rates global magnitude pruning would
+choose (Figure 2b), the pooled mask bits (Figure 3 and early-bird) and, for batch-norm models,
+the channel mask from the batch-norm scales. A killed baseline resumes at the last finished
+epoch from its optimizer state and ends where an uninterrupted one ends.
+
+On top of it, each trains many networks in one vmapped program:
+
+* :func:`grid`: Figure 1, one program per prune epoch s over every rewind epoch v (× seeds);
+* :func:`ppr`: Figure 4, pseudo-prune-then-retrain, one program per retraining lr;
+* :func:`memorization`: Figure 5 / Table 1, random labels, one program per training-set size;
+* :func:`gradual`: Zhu & Gupta's cubic schedule inside the compiled loop (Tables 1 and 2);
+* :func:`early_bird`: You et al.'s rule on the recorded masks, and the found ticket's accuracy.
+
+Layout of ``<out>/<name>-<hash>/``: ``config.json``, ``early.json`` (the study's pruning
+settings), ``epoch_NNN/`` (orbax: params, stats, mask bits of epoch NNN; epoch 0 = θ0),
+``resume/`` (orbax: params and optimizer state of the last finished epoch), and one JSON per
+finished experiment part (``grid_sNNN.json``, ``ppr_lr*.json``, ...), each written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltjax import data as D
+from ltjax import early, lottery, store
+from ltjax import masks as M
+from ltjax.config import Config, ConfigError
+from ltjax.devices import replicate, shard_tickets, ticket_mesh
+from ltjax.train import device_data, make_optimizer, make_trainer
+
+PyTree = Any
+
+
+class Study(NamedTuple):
+    """A baseline run directory, opened (see :func:`baseline`)."""
+
+    path: Path
+    config: Config
+    rate: float  # fraction of the pool pruned
+    exclude: tuple[str, ...]  # layers left unpruned
+    steps_per_epoch: int
+    epochs: int
+
+    def params(self, epoch: int) -> PyTree:
+        """The weights (all seeds) at the end of ``epoch`` (0 = θ0)."""
+        return store.load_once(self.path / f"epoch_{epoch:03d}")["params"]
+
+    def stats(self) -> dict[str, np.ndarray]:
+        """Per-epoch records, stacked over epochs 0..E: ``layer_std`` and ``layer_rate``
+        ({layer: (E+1, seeds)}), ``bits`` ((E+1, seeds, pooled weights) bool), ``test_acc`` and
+        ``val_acc`` ((E+1, seeds)), and ``channel_bits`` for batch-norm models."""
+        rows = [store.load_once(self.path / f"epoch_{e:03d}") for e in range(self.epochs + 1)]
+        out = {k: {n: np.stack([np.asarray(r[k][n]) for r in rows]) for n in rows[0][k]}
+               for k in ("layer_std", "layer_rate")}
+        n = pool = int(rows[0]["pool"])
+        out["bits"] = np.stack([np.unpackbits(np.asarray(r["bits"]), axis=-1, count=n).astype(bool) for r in rows])
+        if "channel_bits" in rows[0]:
+            c = int(rows[0]["channels"])
+            out["channel_bits"] = np.stack([np.unpackbits(np.asarray(r["channel_bits"]), axis=-1, count=c).astype(bool)
+                                            for r in rows])
+        for k in ("test_acc", "val_acc"):
+            out[k] = np.stack([np.asarray(r[k]) for r in rows])
+        out["pool"] = pool
+        return out
+
+
+def _setup(config: Config, manual_dir):
+    config.validate()
+    ds = D.load(config.dataset, validation_size=config.validation_size, split_seed=config.split_seed,
+                manual_dir=manual_dir)
+    model = lottery.build_model(config, ds)
+    spe = len(ds.x_train) // config.batch_size
+    if spe == 0 or config.iterations % spe:
+        raise ConfigError(f"iterations={config.iterations} is not valid for an epoch-based study: give a multiple "
+                          f"of the {spe} iterations per epoch ({len(ds.x_train)} training examples at batch "
+                          f"{config.batch_size}), e.g. {max(1, config.iterations // max(spe, 1)) * spe}")
+    return ds, model, spe
+
+
+def _bits(masks: dict[str, jax.Array]) -> tuple[np.ndarray, int]:
+    """Channel masks ``{layer: (seeds, C)}`` as packed bits (seeds, ⌈ΣC/8⌉) and their count."""
+    flat = np.concatenate([np.asarray(masks[k]).reshape(np.shape(masks[k])[0], -1) for k in sorted(masks)], axis=-1)
+    return np.packbits(flat, axis=-1), flat.shape[-1]
+
+
+def _flat_state(opt_state: PyTree) -> dict:
+    """Optimizer state as numbered leaves (orbax would restore its named tuples as dicts)."""
+    return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}
+
+
+def _unflat_state(flat: dict | None, template: PyTree) -> PyTree:
+    leaves = [flat[k] for k in sorted(flat or {})]
+    return jax.tree_util.tree_unflatten(jax.tree.structure(template), leaves)
+
+
+def _promote_resume(d: Path) -> None:
+    """Finish an interrupted swap of the resume checkpoint (``resume.new`` is complete)."""
+    if (d / "resume.new").exists():
+        shutil.rmtree(d / "resume", ignore_errors=True)
+        (d / "resume.new").rename(d / "resume")
+
+
+def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exclude: tuple[str, ...] | None = None,
+             channel: bool = False, manual_dir: str | None = None, progress: bool = True,
+             log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> Study:
+    """Train (or resume) the baseline of an early-ticket study; returns the opened study.
+
+    ``rate`` is the fraction pruned by the masks recorded every epoch; ``exclude`` the layers
+    left unpruned (default: the first and the last, :func:`ltjax.early.first_and_last`);
+    ``channel`` also records batch-norm channel masks at ``rate`` (early-bird's structured form).
+    """
+    ds, model, spe = _setup(config, manual_dir)
+    if not 0 < rate < 1:
+        raise ConfigError(f"rate={rate!r} is not valid: the fraction of weights pruned, in (0, 1)")
+    probe = model.init(jax.random.PRNGKey(0))
+    names = M.layer_names(M.make_mask(probe, model.is_prunable))
+    exclude = tuple(early.first_and_last(names) if exclude is None else exclude)
+    unknown = [e for e in exclude if not any(early.pruning.excluded(n, (e,)) for n in names)]
+    if unknown:
+        raise ConfigError(f"exclude={list(exclude)}: {unknown} match no layer; the model's prunable layers are {names}")
+    if channel:
+        early.channel_mask(probe, rate)  # a clear error for a model without batch norm, before any training
+    settings = {"rate": rate, "exclude": list(exclude), "channel": channel}
+    d = store.init_run(config, out)
+    s_path = d / "early.json"
+    if s_path.exists() and json.loads(s_path.read_text()) != settings:
+        raise ConfigError(f"{d} holds a study with pruning settings {json.loads(s_path.read_text())}, not "
+                          f"{settings}; use another output folder or the same settings")
+    epochs = config.iterations // spe
+    mesh = ticket_mesh(config.seeds)
+    data = replicate(device_data(ds), mesh)
+    init_keys, data_keys = shard_tickets(lottery.ticket_keys(config.replace(scores=())), mesh)
+
+    def stats(p):
+        dense = M.make_mask(p, model.is_prunable)
+        rec = {"layer_std": early.layer_std(p, dense), "layer_rate": early.layer_rates(p, dense, rate, exclude),
+               "mask_bits": early.pooled_bits(early.magnitude_mask(p, dense, rate, exclude), exclude)}
+        if channel:
+            rec["channel_mask"] = early.channel_mask(p, rate)
+        return rec
+
+    stats_fn = jax.jit(jax.vmap(stats))
+    pool = early.pool_size(M.make_mask(probe, model.is_prunable), exclude)
+
+    def write_epoch(e: int, params, acc: dict) -> None:
+        rec = jax.device_get(stats_fn(params))
+        rec["bits"] = np.packbits(np.asarray(rec.pop("mask_bits")), axis=-1)
+        if channel:
+            rec["channel_bits"], n_ch = _bits(rec.pop("channel_mask"))
+            rec["channels"] = np.int64(n_ch)
+        store.save_once(d / f"epoch_{e:03d}", {"params": params, **rec, "pool": np.int64(pool), **acc})
+
+    with store.RunLock(d):
+        store.clear_temporaries(d)
+        _promote_resume(d)
+        if not s_path.exists():
+            store._write_json(s_path, settings)
+        if not (d / "epoch_000").exists():
+            nan = np.full(config.seeds, np.nan, np.float32)
+            write_epoch(0, jax.jit(jax.vmap(model.init))(init_keys), {"test_acc": nan, "val_acc": nan})
+        if (d / "resume").exists():
+            st = store.load_once(d / "resume")
+            last, params = int(st["epoch"]), shard_tickets(st["params"], mesh)
+            template = jax.eval_shape(jax.vmap(make_optimizer(config.train_spec(), 0).init), params)
+            opt_state = _unflat_state(st.get("opt_state"), template)
+            if not (d / f"epoch_{last:03d}").exists():  # killed between the two writes of an epoch
+                write_epoch(last, params, {"test_acc": st["test_acc"], "val_acc": st["val_acc"]})
+        else:
+            last, params, opt_state = 0, shard_tickets(store.load_once(d / "epoch_000")["params"], mesh), None
+        if last < epochs:
+            log(f"{d}: {'resuming at' if last else 'starting at'} epoch {last + 1} of {epochs}, "
+                f"{config.seeds} seed(s) in one program")
+            bar = lottery._Bar(progress)
+            trainer = make_trainer(model, config.train_spec()._replace(eval_every=spe), ds.mean, ds.std,
+                                   progress=bar, ticket_chunk=ticket_chunk)
+            dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(params)
+            for e in range(last + 1, epochs + 1):
+                t0 = time.perf_counter()
+                bar.start(f"epoch {e}/{epochs}", spe)
+                o = trainer.stateful(params, dense, data_keys, data, (e - 1) * spe, spe, opt_state=opt_state, origin=0)
+                bar.close()
+                params, opt_state = o.params, o.opt_state
+                acc = {"test_acc": np.asarray(o.curves.test_acc[:, -1]), "val_acc": np.asarray(o.curves.val_acc[:, -1])}
+                # the resume point first (only the newest is kept), then the epoch's record
+                flat = _flat_state(opt_state)
+                store.save_once(d / "resume.new", {"params": params, **({"opt_state": flat} if flat else {}),
+                                                   "epoch": np.int64(e), **acc})
+                _promote_resume(d)
+                store.fault_point(f"epoch{e}.resumable")
+                write_epoch(e, params, acc)
+                log(f"epoch {e:3d}  test-acc {np.nanmean(acc['test_acc']):.4f}  ({time.perf_counter() - t0:.1f}s)")
+    return Study(d, config, rate, exclude, spe, epochs)
+
+
+def open_study(config: Config, out: str | Path = "runs", *, manual_dir: str | None = None) -> Study:
+    """A finished (or partly finished) baseline, for analysis without training."""
+    d = store.run_dir(config, out)
+    if not (d / "early.json").exists():
+        raise FileNotFoundError(f"no early-ticket baseline of this configuration in {d}: run baseline() first")
+    s = json.loads((d / "early.json").read_text())
+    _, _, spe = _setup(config, manual_dir)
+    epochs = max(e for e in range(config.iterations // spe + 1) if (d / f"epoch_{e:03d}").exists())
+    return Study(d, config, s["rate"], tuple(s["exclude"]), spe, epochs)
+
+
+# ---------------------------------------------------------------------------- experiments
+
+
+def _write(path: Path, obj: dict) -> None:
+    store._write_json(path, obj)
+
+
+def _train_program(study: Study, model, ds, spec_changes: dict, ticket_chunk):
+    spec = study.config.train_spec()._replace(**spec_changes)
+    return make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk)
+
+
+def _tile(tree: PyTree, n: int) -> PyTree:
+    """Repeat a (seeds, ...) stack n times along the ticket axis: ticket i·seeds + seed."""
+    return jax.tree.map(lambda a: jnp.concatenate([a] * n), tree)
+
+
+def _open(study: Study, manual_dir):
+    ds, model, _ = _setup(study.config, manual_dir)
+    return ds, model
+
+
+def ticket_masks(study: Study, model, params: PyTree, rate: float | None = None) -> PyTree:
+    """One-shot global magnitude masks (the study's pool) of a (seeds, ...) stack of weights."""
+    r = study.rate if rate is None else rate
+    return jax.jit(jax.vmap(lambda p: early.magnitude_mask(p, M.make_mask(p, model.is_prunable), r,
+                                                           study.exclude)))(params)
+
+
+def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int], *, manual_dir=None,
+         log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> dict:
+    """Figure 1: for each prune epoch s, the mask of the epoch-s weights (one-shot, the study's
+    rate and pool) on the weights of every rewind epoch v, retrained with the baseline's full
+    schedule from iteration 0 (fresh optimizer; each seed's own data order). The v's of a row
+    (× seeds) train in one vmapped program; a finished row is kept in ``grid_sNNN.json``.
+
+    Returns ``{"prune_epochs", "rewind_epochs", "final_test_acc": [s][v] mean over seeds,
+    "per_seed": [s][v][seed], "best_val_acc": ...}``."""
+    _check_epochs(study, [*prune_epochs, *rewind_epochs])
+    ds, model = _open(study, manual_dir)
+    cfg, S, V = study.config, list(prune_epochs), list(rewind_epochs)
+    train = None
+    _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+    data = device_data(ds)
+    rows = []
+    for s in S:
+        path = study.path / f"grid_s{s:03d}.json"
+        if path.exists() and json.loads(path.read_text())["rewind_epochs"] == V:
+            rows.append(json.loads(path.read_text()))
+            continue
+        t0 = time.perf_counter()
+        mask = ticket_masks(study, model, study.params(s))
+        starts = jax.tree.map(lambda *a: jnp.concatenate(a), *[study.params(v) for v in V])
+        train = train or _train_program(study, model, ds, {}, ticket_chunk)
+        params, curves = train(starts, _tile(mask, len(V)), _tile(data_keys, len(V)), data, 0, cfg.iterations)
+        fin = np.asarray(curves.test_acc[:, -1]).reshape(len(V), cfg.seeds)
+        val = np.asarray(curves.val_acc).max(axis=1).reshape(len(V), cfg.seeds) if len(ds.x_val) else None
+        row = {"s": s, "rewind_epochs": V, "final_test_acc": fin.tolist(),
+               "best_val_acc": None if val is None else val.tolist(),
+               "density": float(np.mean(jax.vmap(M.global_density)(mask))), "seconds": time.perf_counter() - t0}
+        _write(path, row)
+        rows.append(row)
+        log(f"grid s={s:3d}: final test acc over v={V}: "
+            + " ".join(f"{100 * x:.2f}" for x in fin.mean(axis=1)) + f"  ({row['seconds']:.0f}s)")
+    return {"prune_epochs": S, "rewind_epochs": V,
+            "final_test_acc": [np.mean(r["final_test_acc"], axis=1).tolist() for r in rows],
+            "per_seed": [r["final_test_acc"] for r in rows],
+            "density": [r["density"] for r in rows]}
+
+
+def _check_epochs(study: Study, epochs: Sequence[int]) -> None:
+    bad = sorted({e for e in epochs if not 0 <= e <= study.epochs})
+    if bad:
+        raise ConfigError(f"epochs {bad} are not in the baseline, which has epochs 0..{study.epochs} "
+                          f"(0 = θ0; {study.steps_per_epoch} iterations per epoch)")
+
+
+def ppr(study: Study, epochs: Sequence[int], lrs: Sequence[float] = (0.1, 0.01), *, manual_dir=None,
+        log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> dict:
+    """Figure 4, pseudo-prune-then-retrain: a copy of the weights of each epoch e, pruned
+    (one-shot, the study's rate and pool), retrained for one epoch at a constant learning rate
+    (fresh optimizer of the baseline's kind, no drops or warmup; the data order of the seed's
+    key folded with e), then evaluated. One program per lr trains every (e, seed) copy.
+
+    Returns ``{"epochs", "lrs", "val_acc"/"test_acc": [lr][e] mean over seeds, "per_seed"}``."""
+    _check_epochs(study, epochs)
+    ds, model = _open(study, manual_dir)
+    cfg, E = study.config, list(epochs)
+    _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+    keys = jnp.concatenate([jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(data_keys) for e in E])
+    data = device_data(ds)
+    starts = jax.tree.map(lambda *a: jnp.concatenate(a), *[study.params(e) for e in E])
+    masks = jax.tree.map(lambda *a: jnp.concatenate(a), *[ticket_masks(study, model, study.params(e)) for e in E])
+    out = {"epochs": E, "lrs": list(lrs), "val_acc": [], "test_acc": [], "per_seed_test_acc": []}
+    for lr in lrs:
+        path = study.path / f"ppr_lr{lr:g}.json"
+        if path.exists() and json.loads(path.read_text())["epochs"] == E:
+            row = json.loads(path.read_text())
+        else:
+            t0 = time.perf_counter()
+            spe = study.steps_per_epoch
+            train = _train_program(study, model, ds, {"lr": lr, "lr_drops": (), "warmup_iterations": 0,
+                                                      "eval_every": spe}, ticket_chunk)
+            _, curves = train(starts, masks, keys, data, 0, spe)
+            test = np.asarray(curves.test_acc[:, -1]).reshape(len(E), cfg.seeds)
+            val = np.asarray(curves.val_acc[:, -1]).reshape(len(E), cfg.seeds)
+            row = {"lr": lr, "epochs": E, "test_acc": test.tolist(), "val_acc": val.tolist(),
+                   "seconds": time.perf_counter() - t0}
+            _write(path, row)
+            log(f"ppr lr={lr:g}: test acc over epochs {E}: " + " ".join(f"{100 * x:.2f}" for x in test.mean(1))
+                + f"  ({row['seconds']:.0f}s)")
+        out["test_acc"].append(np.mean(row["test_acc"], axis=1).tolist())
+        out["val_acc"].append(np.nanmean(row["val_acc"], axis=1).tolist() if len(ds.x_val) else None)
+        out["per_seed_test_acc"].append(row["test_acc"])
+    return out
+
+
+def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4, s_i: float = 0.0,
+            manual_dir=None, log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> dict:
+    """Zhu & Gupta gradual pruning (Tables 1 and 2): for each window [a, b] (epochs), train from
+    θ0 with the baseline's schedule up to epoch b while the mask follows the cubic schedule
+    from sparsity ``s_i`` at epoch a to the study's rate at epoch b in ``steps`` mask updates
+    (Δt = (b − a)·epoch / steps), inside the compiled loop; then retrain the epoch-b weights under
+    the final mask with the full schedule (as one-shot tickets at s = v are). One program per
+    window trains every seed.
+
+    Returns ``{"windows", "final_test_acc": [w] mean, "per_seed", "masks": [w] flat bits}``."""
+    ds, model = _open(study, manual_dir)
+    cfg, spe = study.config, study.steps_per_epoch
+    _check_epochs(study, [e for w in windows for e in w])
+    _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+    data = device_data(ds)
+    theta0 = study.params(0)
+    dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
+    one_dense = jax.tree.map(lambda a: a[0], dense)
+    out = {"windows": [list(w) for w in windows], "final_test_acc": [], "per_seed": [], "bits": []}
+    retrain = None
+    for a, b in windows:
+        if not 0 <= a < b or (b - a) * spe % steps:
+            raise ConfigError(f"window ({a}, {b}) is not valid: epochs a < b whose {(b - a) * spe} iterations "
+                              f"divide into steps={steps} equal intervals")
+        path = study.path / f"gradual_{a:03d}_{b:03d}_n{steps}.json"
+        if path.exists():
+            row = json.loads(path.read_text())
+        else:
+            t0 = time.perf_counter()
+            dt = (b - a) * spe // steps
+            update = early.gradual_mask_update(one_dense, s_i, study.rate, a * spe, steps, dt, study.exclude)
+            spec = cfg.train_spec()._replace(eval_every=spe)
+            prune_run = make_trainer(model, spec, ds.mean, ds.std, mask_update=update, ticket_chunk=ticket_chunk)
+            # updates fall on t = a·spe + j·dt (j = 0..steps); the last, t = b·spe, is the first
+            # iteration after epoch b, so it is applied to the epoch-b weights here
+            o = prune_run.stateful(theta0, dense, data_keys, data, 0, b * spe)
+            mask = jax.jit(jax.vmap(lambda p, m: update(jnp.int32(b * spe), p, m)))(o.params, o.mask)
+            start = jax.jit(jax.vmap(M.apply_mask))(o.params, mask)
+            retrain = retrain or _train_program(study, model, ds, {}, ticket_chunk)
+            _, curves = retrain(start, mask, data_keys, data, 0, cfg.iterations)
+            fin = np.asarray(curves.test_acc[:, -1])
+            bits = jax.vmap(lambda m: early.pooled_bits(m, study.exclude))(mask)
+            row = {"window": [a, b], "steps": steps, "final_test_acc": fin.tolist(),
+                   "density": np.asarray(jax.vmap(M.global_density)(mask)).tolist(),
+                   "bits": np.packbits(np.asarray(bits), axis=-1).tolist(), "seconds": time.perf_counter() - t0}
+            _write(path, row)
+            log(f"gradual {a}-{b}: final test acc {100 * fin.mean():.2f}  ({row['seconds']:.0f}s)")
+        out["final_test_acc"].append(float(np.mean(row["final_test_acc"])))
+        out["per_seed"].append(row["final_test_acc"])
+        out["bits"].append(row["bits"])
+    return out
+
+
+def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], epochs: int, *, manual_dir=None,
+                 log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> dict:
+    """Memorization capacity (Figure 5, Table 1; Boo et al.): each mask (a (seeds, ...) stack,
+    e.g. one-shot masks of different prune epochs, or gradual ones) on the seeds' θ0, trained
+    for ``epochs`` epochs (the baseline's optimizer and lr, no drops) on the first N training
+    images with random labels (:func:`ltjax.early.random_labels`, one labelling per N from the
+    config's seed, shared by all networks); reported: accuracy on those N examples. One
+    program per N trains every (mask, seed).
+
+    Returns ``{"labels", "sizes", "train_acc": [label][N] mean over seeds, "per_seed"}``."""
+    ds, model = _open(study, manual_dir)
+    cfg = study.config
+    labels = list(masks)
+    theta0 = study.params(0)
+    _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+    all_masks = jax.tree.map(lambda *a: jnp.concatenate(a), *[masks[k] for k in labels])
+    starts = _tile(theta0, len(labels))
+    keys = _tile(data_keys, len(labels))
+    acc = np.zeros((len(labels), len(sizes), cfg.seeds))
+    for j, n in enumerate(sizes):
+        if not cfg.batch_size <= n <= len(ds.x_train):
+            raise ConfigError(f"memorization size {n} is not valid: between the batch size {cfg.batch_size} and "
+                              f"the {len(ds.x_train)} training examples")
+        path = study.path / f"memorization_n{n}_e{epochs}.json"
+        if path.exists() and json.loads(path.read_text())["labels"] == labels:
+            acc[:, j] = np.asarray(json.loads(path.read_text())["train_acc"])
+            continue
+        t0 = time.perf_counter()
+        y = early.random_labels(ds.y_train[:n], ds.num_classes, cfg.seed)
+        x = ds.x_train[:n]
+        empty = (x[:0], y[:0])
+        sub = D.Dataset(ds.name, x, y, *empty, x, y, ds.mean, ds.std, ds.num_classes)
+        spe = n // cfg.batch_size
+        spec = cfg.train_spec()._replace(lr_drops=(), warmup_iterations=0, eval_every=spe * epochs)
+        train = make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk)
+        _, curves = train(starts, all_masks, keys, device_data(sub), 0, spe * epochs)
+        acc[:, j] = np.asarray(curves.test_acc[:, -1]).reshape(len(labels), cfg.seeds)
+        _write(path, {"n": n, "epochs": epochs, "labels": labels, "train_acc": acc[:, j].tolist(),
+                      "seconds": time.perf_counter() - t0})
+        log(f"memorization N={n}: train acc on random labels "
+            + " ".join(f"{k} {100 * a:.2f}" for k, a in zip(labels, acc[:, j].mean(1)))
+            + f"  ({time.perf_counter() - t0:.0f}s)")
+    return {"labels": labels, "sizes": list(sizes), "epochs": epochs,
+            "train_acc": acc.mean(axis=2).tolist(), "per_seed": acc.tolist()}
+
+
+def early_bird(study: Study, *, window: int = 5, threshold: float = 0.1, channel: bool = False,
+               retrain: bool = True, manual_dir=None, log: Callable[[str], None] = print,
+               ticket_chunk: int | None = None) -> dict:
+    """You et al.'s early-bird detection on the baseline's per-epoch masks: for each seed the
+    first epoch whose mask is within ``threshold`` (normalized Hamming distance) of each of the
+    ``window − 1`` previous epochs' masks. Weight-level masks by default (the study's rate and
+    pool); ``channel=True`` uses the batch-norm channel masks recorded with ``channel`` in
+    :func:`baseline`. With ``retrain``, each seed's ticket (its weight-level mask at the found
+    epoch on that epoch's weights, i.e. the grid cell s = v = the found epoch) is retrained with
+    the full schedule, all seeds in one program.
+
+    Returns ``{"epoch": [seed] (None if never), "distances": [seed][epoch][j],
+    "final_test_acc": [seed] (None if not found)}``."""
+    st = study.stats()
+    key = "channel_bits" if channel else "bits"
+    if key not in st:
+        raise ConfigError("channel=True needs a baseline recorded with channel=True (batch-norm channel masks)")
+    bits = st[key]  # (E+1, seeds, n)
+    cfg = study.config
+    found, dists = [], []
+    for seed in range(cfg.seeds):
+        # epoch 0 (θ0) is a mask too: the rule may compare with it, as the papers' per-epoch masks start there
+        dd = early.distances_to_previous([bits[e, seed] for e in range(bits.shape[0])], window)
+        found.append(early.early_bird(dd, window, threshold))
+        dists.append(dd)
+    out = {"window": window, "threshold": threshold, "channel": channel, "epoch": found, "distances": dists,
+           "final_test_acc": [None] * cfg.seeds}
+    if retrain and any(e is not None for e in found):
+        ds, model = _open(study, manual_dir)
+        seeds = [i for i, e in enumerate(found) if e is not None]
+        pick = lambda tree, i: jax.tree.map(lambda a: a[i:i + 1], tree)  # noqa: E731
+        starts = jax.tree.map(lambda *a: jnp.concatenate(a), *[pick(study.params(found[i]), i) for i in seeds])
+        mask = ticket_masks(study, model, starts)
+        _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+        train = _train_program(study, model, ds, {}, ticket_chunk)
+        _, curves = train(starts, mask, data_keys[np.asarray(seeds)], device_data(ds), 0, cfg.iterations)
+        for i, a in zip(seeds, np.asarray(curves.test_acc[:, -1])):
+            out["final_test_acc"][i] = float(a)
+        log(f"early-bird: epochs {found}, retrained final test acc "
+            + " ".join("n/a" if a is None else f"{100 * a:.2f}" for a in out["final_test_acc"]))
+    return out
