@@ -120,7 +120,8 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
     """Train (or resume) the baseline of an early-ticket study; returns the opened study.
 
     ``rate`` is the fraction pruned by the masks recorded every epoch; ``exclude`` the layers
-    left unpruned (default: the first and the last, :func:`ltjax.early.first_and_last`);
+    left unpruned (default: ``config.exclude`` if it names any, else the first and the last
+    layer as the early-ticket paper does, :func:`ltjax.early.first_and_last`);
     ``channel`` also records batch-norm channel masks at ``rate`` (early-bird's structured form).
     """
     ds, model, spe = _setup(config, manual_dir)
@@ -128,7 +129,9 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
         raise ConfigError(f"rate={rate!r} is not valid: the fraction of weights pruned, in (0, 1)")
     probe = model.init(jax.random.PRNGKey(0))
     names = M.layer_names(M.make_mask(probe, model.is_prunable))
-    exclude = tuple(early.first_and_last(names) if exclude is None else exclude)
+    if exclude is None:
+        exclude = tuple(config.exclude) or early.first_and_last(names)
+    exclude = tuple(exclude)
     unknown = [e for e in exclude if not any(early.pruning.excluded(n, (e,)) for n in names)]
     if unknown:
         raise ConfigError(f"exclude={list(exclude)}: {unknown} match no layer; the model's prunable layers are {names}")
@@ -246,6 +249,23 @@ def ticket_masks(study: Study, model, params: PyTree, rate: float | None = None)
                                                            study.exclude)))(params)
 
 
+def mask_from_bits(study: Study, model, packed: np.ndarray) -> PyTree:
+    """The (seeds, ...) mask stack whose pooled layers hold ``packed`` (np.packbits of
+    :func:`ltjax.early.pooled_bits`, one row per seed) and whose other layers are dense."""
+    dense = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(study.params(0))
+    pool = early.pool_size(jax.tree.map(lambda a: a[0], dense), study.exclude)
+    bits = np.unpackbits(np.asarray(packed, np.uint8), axis=-1, count=pool).astype(bool)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(dense, is_leaf=lambda x: x is None)
+    out, at = [], 0
+    for path, m in flat:
+        if m is not None and not early.pruning.excluded(M.layer_name(path), study.exclude):
+            n = int(np.prod(m.shape[1:]))
+            m = jnp.asarray(bits[:, at:at + n].reshape(m.shape))
+            at += n
+        out.append(m)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int], *, manual_dir=None,
          log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> dict:
     """Figure 1: for each prune epoch s, the mask of the epoch-s weights (one-shot, the study's
@@ -355,22 +375,23 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
     out = {"windows": [list(w) for w in windows], "final_test_acc": [], "per_seed": [], "bits": []}
     retrain = None
     for a, b in windows:
-        if not 0 <= a < b or (b - a) * spe % steps:
-            raise ConfigError(f"window ({a}, {b}) is not valid: epochs a < b whose {(b - a) * spe} iterations "
-                              f"divide into steps={steps} equal intervals")
+        if not 0 <= a < b or (b - a) * spe < steps:
+            raise ConfigError(f"window ({a}, {b}) is not valid: epochs 0 ≤ a < b with at least steps={steps} "
+                              f"iterations between them")
         path = study.path / f"gradual_{a:03d}_{b:03d}_n{steps}.json"
         if path.exists():
             row = json.loads(path.read_text())
         else:
             t0 = time.perf_counter()
-            dt = (b - a) * spe // steps
+            dt = (b - a) * spe // steps  # Δt; the last update falls on a·spe + steps·Δt ≤ b·spe
             update = early.gradual_mask_update(one_dense, s_i, study.rate, a * spe, steps, dt, study.exclude)
             spec = cfg.train_spec()._replace(eval_every=spe)
             prune_run = make_trainer(model, spec, ds.mean, ds.std, mask_update=update, ticket_chunk=ticket_chunk)
-            # updates fall on t = a·spe + j·dt (j = 0..steps); the last, t = b·spe, is the first
-            # iteration after epoch b, so it is applied to the epoch-b weights here
+            # updates fall on t = a·spe + j·Δt (j = 0..steps); when the last is t = b·spe (the first
+            # iteration after epoch b) it is applied to the epoch-b weights here (else a no-op)
             o = prune_run.stateful(theta0, dense, data_keys, data, 0, b * spe)
-            mask = jax.jit(jax.vmap(lambda p, m: update(jnp.int32(b * spe), p, m)))(o.params, o.mask)
+            last = jnp.int32(a * spe + steps * dt)
+            mask = jax.jit(jax.vmap(lambda p, m: update(last, p, m)))(o.params, o.mask)
             start = jax.jit(jax.vmap(M.apply_mask))(o.params, mask)
             retrain = retrain or _train_program(study, model, ds, {}, ticket_chunk)
             _, curves = retrain(start, mask, data_keys, data, 0, cfg.iterations)
@@ -387,11 +408,11 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
     return out
 
 
-def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], epochs: int, *, manual_dir=None,
+def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], iterations: int, *, manual_dir=None,
                  log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> dict:
     """Memorization capacity (Figure 5, Table 1; Boo et al.): each mask (a (seeds, ...) stack,
     e.g. one-shot masks of different prune epochs, or gradual ones) on the seeds' θ0, trained
-    for ``epochs`` epochs (the baseline's optimizer and lr, no drops) on the first N training
+    for ``iterations`` steps whatever N (the baseline's optimizer and lr, no drops) on the first N training
     images with random labels (:func:`ltjax.early.random_labels`, one labelling per N from the
     config's seed, shared by all networks); reported: accuracy on those N examples. One
     program per N trains every (mask, seed).
@@ -410,7 +431,7 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], e
         if not cfg.batch_size <= n <= len(ds.x_train):
             raise ConfigError(f"memorization size {n} is not valid: between the batch size {cfg.batch_size} and "
                               f"the {len(ds.x_train)} training examples")
-        path = study.path / f"memorization_n{n}_e{epochs}.json"
+        path = study.path / f"memorization_n{n}_i{iterations}.json"
         if path.exists() and json.loads(path.read_text())["labels"] == labels:
             acc[:, j] = np.asarray(json.loads(path.read_text())["train_acc"])
             continue
@@ -419,17 +440,16 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], e
         x = ds.x_train[:n]
         empty = (x[:0], y[:0])
         sub = D.Dataset(ds.name, x, y, *empty, x, y, ds.mean, ds.std, ds.num_classes)
-        spe = n // cfg.batch_size
-        spec = cfg.train_spec()._replace(lr_drops=(), warmup_iterations=0, eval_every=spe * epochs)
+        spec = cfg.train_spec()._replace(lr_drops=(), warmup_iterations=0, eval_every=iterations)
         train = make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk)
-        _, curves = train(starts, all_masks, keys, device_data(sub), 0, spe * epochs)
+        _, curves = train(starts, all_masks, keys, device_data(sub), 0, iterations)
         acc[:, j] = np.asarray(curves.test_acc[:, -1]).reshape(len(labels), cfg.seeds)
-        _write(path, {"n": n, "epochs": epochs, "labels": labels, "train_acc": acc[:, j].tolist(),
+        _write(path, {"n": n, "iterations": iterations, "labels": labels, "train_acc": acc[:, j].tolist(),
                       "seconds": time.perf_counter() - t0})
         log(f"memorization N={n}: train acc on random labels "
             + " ".join(f"{k} {100 * a:.2f}" for k, a in zip(labels, acc[:, j].mean(1)))
             + f"  ({time.perf_counter() - t0:.0f}s)")
-    return {"labels": labels, "sizes": list(sizes), "epochs": epochs,
+    return {"labels": labels, "sizes": list(sizes), "iterations": iterations,
             "train_acc": acc.mean(axis=2).tolist(), "per_seed": acc.tolist()}
 
 

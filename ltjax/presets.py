@@ -85,6 +85,42 @@ PRESETS: dict[str, tuple[Config, str]] = {
         "none for TinyImageNet); global pruning 20% per round, 40 rounds, rewind to iteration 1000. "
         "Evaluation every 200 iterations, the largest interval dividing 1000 and 78,200.",
     ),
+    # The early-ticket paper (Appendix A): one baseline run watched epoch by epoch
+    # (ltjax.early_study); iterations are whole epochs (training examples // batch, drop last).
+    "resnet20_cifar10_early": (
+        Config(
+            name="resnet20_cifar10_early", dataset="cifar10", model="resnet20", widths=(),
+            init="kaiming_normal", optimizer="momentum", lr=0.1, momentum=0.9, weight_decay=1e-4,
+            lr_drops=(46_800, 62_400), batch_size=128, iterations=78_000, eval_every=390,
+            validation_size=0, augment="cifar", scope="global", prune_rate=0.8, layer_rates=(),
+        ),
+        "Early-ticket paper, Appendix A: ResNet-20 / CIFAR-10, SGD momentum 0.9, lr 0.1, 10x drops "
+        "at epochs 120 and 160, weight decay 1e-4, 200 epochs; batch 128 and pad-crop-flip (the paper "
+        "names neither) = 390 iterations per epoch. Pruning: 80% global, first and last layer kept.",
+    ),
+    "lenet_mnist_early": (
+        Config(
+            name="lenet_mnist_early", dataset="mnist", model="mlp", widths=(300, 100),
+            init="kaiming_normal", optimizer="momentum", lr=0.05, momentum=0.9, weight_decay=1e-4,
+            lr_drops=(5_148, 6_864), batch_size=128, iterations=8_580, eval_every=429,
+            validation_size=5000, scope="global", prune_rate=0.8, layer_rates=(), exclude=("out",),
+        ),
+        "The early-ticket recipe's shape on LeNet-300-100 / MNIST for a CPU: SGD momentum 0.9, lr "
+        "0.05, weight decay 1e-4, 20 epochs of 429 iterations (55k images, batch 128), 10x drops at "
+        "epochs 12 and 16 (60% and 80% of training, as 120 and 160 of 200). 80% global pruning of "
+        "fc1 and fc2 (the output layer kept, as OpenLTH does: keeping fc1 too would leave one layer).",
+    ),
+    "conv2_fashion_mnist_early": (
+        Config(
+            name="conv2_fashion_mnist_early", dataset="fashion_mnist", model="conv2", widths=(256, 256),
+            init="kaiming_normal", optimizer="momentum", lr=0.02, momentum=0.9, weight_decay=1e-4,
+            lr_drops=(2_748, 3_664), batch_size=60, iterations=4_580, eval_every=916,
+            validation_size=5000, scope="global", prune_rate=0.8, layer_rates=(),
+        ),
+        "The early-ticket recipe's shape on Conv-2 / Fashion-MNIST, sized for a CPU: SGD momentum "
+        "0.9, lr 0.02, weight decay 1e-4, 5 epochs of 916 iterations (55k images, batch 60), 10x "
+        "drops at epochs 3 and 4. 80% global pruning.",
+    ),
     # The LTH-vs-SNIP report (sec. 5.1): 25 epochs, 10 pruning rounds, patience early stopping;
     # every round trains a SNIP and an iterative-SNIP network of the ticket's size beside it.
     "lenet_mnist_lth_snip": (

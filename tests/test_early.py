@@ -184,7 +184,7 @@ def test_ppr_memorization_and_early_bird_run(study):
     r = early_study.ppr(study, epochs=[1, 3, 5], lrs=(0.1, 0.01), log=_quiet)
     assert np.shape(r["test_acc"]) == (2, 3) and all(0 <= a <= 1 for row in r["test_acc"] for a in row)
     masks = {f"s={s}": early_study.ticket_masks(study, None or _model(), study.params(s)) for s in (1, 5)}
-    mem = early_study.memorization(study, masks, sizes=[64, 256], epochs=8, log=_quiet)
+    mem = early_study.memorization(study, masks, sizes=[64, 256], iterations=64, log=_quiet)
     assert np.shape(mem["train_acc"]) == (2, 2)
     assert all(a > b for a, b in mem["train_acc"])  # fewer random labels are easier to memorize
     eb = early_study.early_bird(study, window=3, threshold=0.5, log=_quiet)
@@ -236,3 +236,6 @@ def test_gradual_pruning_inside_the_loop_reaches_the_rate_and_only_shrinks(study
     g = early_study.gradual(study, windows=[(1, 3)], steps=4, log=_quiet)
     bits = np.unpackbits(np.asarray(g["bits"][0], np.uint8), axis=-1, count=pool)
     assert np.all(bits.sum(-1) == pool - round(0.8 * pool)) and len(g["per_seed"][0]) == 2
+    back = early_study.mask_from_bits(study, model, np.asarray(g["bits"][0], np.uint8))
+    assert np.array_equal(np.asarray(jax.vmap(lambda m: early.pooled_bits(m, study.exclude))(back)), bits)
+    assert np.asarray(back["fc1"]["kernel"]).all() and np.asarray(back["out"]["kernel"]).all()
