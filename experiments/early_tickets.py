@@ -55,7 +55,7 @@ def plan(preset: str, quick: bool, smoke: bool, seeds: int | None) -> tuple:
     }
     s["windows"] = sorted({tuple(w) for w in s["windows"]})
     tag = preset
-    seeds = seeds or (1 if preset.startswith("conv2") else 2)
+    default_seeds = 1 if preset.startswith("conv2") else 2
     if quick or smoke:
         if preset.startswith("lenet") and not smoke:
             cfg = cfg.replace(iterations=4 * cfg.eval_every, lr_drops=(3 * cfg.eval_every,))
@@ -66,8 +66,8 @@ def plan(preset: str, quick: bool, smoke: bool, seeds: int | None) -> tuple:
             tag += "_smoke"
         s.update(prune_epochs=[1, 4], rewind_epochs=[0, 1], ppr_epochs=[1, 2, 3, 4], mem_prune_epochs=[1, 4],
                  mem_sizes=[128, 512], mem_iterations=200, windows=[(0, 2), (2, 4)], window=3)
-        seeds = 2 if preset.startswith("lenet") else 1
-    return cfg.replace(seeds=seeds).validate(), s, tag
+        default_seeds = 2 if preset.startswith("lenet") else 1
+    return cfg.replace(seeds=seeds or default_seeds).validate(), s, tag
 
 
 def main():

@@ -1,0 +1,77 @@
+"""The experiment scripts of the layerwise-importance and early-ticket papers, end to end at
+toy size on real MNIST: the study, its JSON, its figures and the results page built from it."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+
+import early_tickets  # noqa: E402
+import early_tickets_report  # noqa: E402
+import layerwise_importance as li  # noqa: E402
+import layerwise_importance_report as li_report  # noqa: E402
+
+
+def _quiet(_):
+    pass
+
+
+def test_layerwise_importance_study_partial_reinit_and_page(tmp_path, monkeypatch):
+    from ltjax import lottery
+
+    cfg = li.study_config("lenet_mnist_openlth")[0].replace(scores=("magnitude", "l2"), seeds=1, iterations=469,
+                                                            rounds=3)
+    run = lottery.run(cfg, tmp_path / "runs", progress=False, log=_quiet)
+    res = li.summarize(run)
+    res["figure2"] = li.figure2(run)
+    res["paper"] = li.PAPER["lenet_mnist_openlth"]
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "lenet_table2.json").write_text(json.dumps(res))
+    li.plot(res, out / "lenet_table2.png")
+    li.plot_layers(res, out / "lenet_table2_layers.png", (1, 2))
+    assert (out / "lenet_table2.png").stat().st_size > 0 and (out / "lenet_table2_layers.png").stat().st_size > 0
+    assert set(res["rows"][2]["common_across_scores"]) == {"fc1", "fc2", "out", "total"}
+    pr = li.partial_reinit(cfg, str(tmp_path / "runs"), 2)
+    for s in ("magnitude", "l2"):
+        layers = pr["scores"][s]["layers"]
+        # expected = the new ticket's layer density; survived fraction is a fraction of the kept θ0 weights
+        new = lottery.store.load_run(pr["run_dir"]).rounds[2].metrics["layer_density"]
+        t = cfg.ticket_scores().index(s)
+        for layer in ("fc1", "fc2"):
+            assert layers[layer]["expected"] == pytest.approx(float(np.asarray(new[layer])[t]), abs=1e-6)
+            assert 0 <= layers[layer]["fraction"] <= 1 and layers[layer]["common"] > 0
+    (out / "lenet_table2_partial_reinit.json").write_text(json.dumps(pr))
+    (out / "resnet20_cifar10_ltr_smoke.json").write_text(json.dumps(res))  # stands in for a smoke run
+    page = tmp_path / "page.md"
+    monkeypatch.setattr(sys, "argv", ["x", "--results", str(out), "--out", str(page)])
+    li_report.main()
+    text = page.read_text()
+    assert "Table 2(a)" in text and "Partial reinitialization" in text and "| `vgg16_cifar10_ltr` |" in text
+    assert "98.11" in text  # the paper's dense accuracy beside ours
+
+
+def test_early_tickets_script_and_page(tmp_path, monkeypatch):
+    for preset in ("lenet_mnist_early", "conv2_fashion_mnist_early", "resnet20_cifar10_early"):
+        cfg, s, tag = early_tickets.plan(preset, quick=False, smoke=False, seeds=None)
+        E = cfg.iterations // cfg.eval_every
+        assert max(s["prune_epochs"]) == E and all(1 <= e <= E for e in s["prune_epochs"])
+        assert s["rewind_epochs"][0] == 0 and all(0 <= a < b <= E for a, b in s["windows"])
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["x", "--quick", "--seeds", "1", "--parts", "baseline,earlybird",
+                                      "--runs", str(tmp_path / "runs"), "--out", str(out)])
+    early_tickets.main()
+    res = json.loads((out / "lenet_mnist_early_quick.json").read_text())
+    assert res["epochs"] == 4 and len(res["hamming"]) == 5 and res["exclude"] == ["out"]
+    assert res["baseline"]["test_acc"][-1] > 0.95  # real MNIST
+    assert len(res["earlybird"]["epoch"]) == 1
+    page = tmp_path / "page.md"
+    monkeypatch.setattr(sys, "argv", ["x", "--results", str(out), "--out", str(page)])
+    early_tickets_report.main()
+    text = page.read_text()
+    assert "LeNet-300-100 / MNIST (quick)" in text and "Early-bird detection" in text and "0.159" in text
