@@ -48,8 +48,9 @@ def plan(preset: str, quick: bool, smoke: bool, seeds: int | None) -> tuple:
         "mem_prune_epochs": pick((0.1, 0.6, 1.0)),
         "mem_sizes": [1000, 2000, 5000, 10000],
         "mem_iterations": 3000,
-        "windows": [(a, a + max(1, E // 4)) for a in pick((0.0, 0.25, 0.5, 0.75)) if a + max(1, E // 4) <= E]
-        + ([(0, max(1, E // 4))] if E >= 4 else []),
+        # windows of a quarter of training, starting every eighth (ResNet-20: 25-75 ... 150-200, the paper's)
+        "windows": [(round(k * E / 8), round(k * E / 8) + max(1, E // 4)) for k in range(1, 7)
+                    if round(k * E / 8) + max(1, E // 4) <= E],
         "gradual_steps": 4,
         "window": 5, "threshold": 0.1,
     }

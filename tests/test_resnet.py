@@ -130,3 +130,25 @@ def test_imagenet_resnets_match_torchvision_counts():
     assert _kernel_count(small) == 11_678_912 - 49 * 3 * 64 + 9 * 3 * 64
     p = small.init(jax.random.PRNGKey(0))
     assert small.apply(p, jnp.zeros((1, 32, 32, 3))).shape == (1, 1000)
+
+
+def test_batch_norm_state_under_vmap_equals_per_ticket_runs():
+    """Running statistics are per-ticket state: two tickets trained in one vmapped program end
+    with the same weights and statistics as each trained alone."""
+    m = _tiny()
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, 64).astype(np.int32)
+    ds = Dataset("t", x, y, x[:0], y[:0], x[:16], y[:16], (0.5,) * 3, (0.25,) * 3, 10)
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    params = jax.vmap(m.init)(keys)
+    mask = jax.vmap(lambda p: M.make_mask(p, m.is_prunable))(params)
+    spec = TrainSpec(optimizer="momentum", lr=0.05, weight_decay=1e-4, batch_size=16, eval_every=4, augment="cifar")
+    train = make_trainer(m, spec, ds.mean, ds.std)
+    both, _ = train(params, mask, keys, device_data(ds), 0, 8)
+    for i in range(2):
+        one = lambda t: jax.tree.map(lambda a: a[i:i + 1], t)  # noqa: E731
+        alone, _ = train(one(params), one(mask), keys[i:i + 1], device_data(ds), 0, 8)
+        for a, b in zip(jax.tree.leaves(alone["batch_stats"]), jax.tree.leaves(one(both)["batch_stats"])):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(alone["conv"]["kernel"], one(both)["conv"]["kernel"], rtol=1e-4, atol=1e-5)
