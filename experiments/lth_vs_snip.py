@@ -29,6 +29,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from ltjax import lottery, presets, report
@@ -195,13 +196,18 @@ def main():
     p.add_argument("--out", default="docs/results/lth_vs_snip", help="where the JSON and PNG go")
     p.add_argument("--runs", default="runs", help="parent of the run directories (resumable)")
     p.add_argument("--manual-dir")
+    p.add_argument("--ticket-chunk", type=int,
+                   help="train the networks of a round in sequential chunks of this many (default on a CPU for "
+                        "Conv-2: 1, since XLA:CPU runs vmapped convolutions slowly)")
     a = p.parse_args()
     base = shrink(presets.get(a.preset), a)
+    conv_on_cpu = jax.default_backend() == "cpu" and base.model.startswith("conv")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{a.preset}_{a.mode}"
     title = f"{a.preset} ({'quick' if a.quick else 'full'}, {base.seeds} seeds, {base.iterations} iterations/round)"
-    run_kw = dict(manual_dir=a.manual_dir, progress=sys.stderr.isatty())
+    run_kw = dict(manual_dir=a.manual_dir, progress=sys.stderr.isatty(),
+                  ticket_chunk=a.ticket_chunk or (1 if conv_on_cpu else None))
     if a.mode == "compare":
         run = lottery.run(base, a.runs, **run_kw)
         print(report.round_table(run))
