@@ -78,6 +78,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="4 epochs, small grid (LeNet); deep presets: --smoke")
     p.add_argument("--smoke", action="store_true", help="the preset's recipe at toy size on synthetic arrays")
     p.add_argument("--seeds", type=int, help="default: 2 (LeNet), 1 (conv nets)")
+    p.add_argument("--rate", type=float, help="fraction of the pooled weights pruned (default: the preset's, 0.8)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     p.add_argument("--channel", action="store_true", help="also record batch-norm channel masks (early-bird option)")
     p.add_argument("--ticket-chunk", type=int, help="train the networks in sequential chunks of this many")
@@ -90,6 +91,8 @@ def main():
     if bad:
         p.error(f"unknown parts {bad}; valid: {', '.join(PARTS)}")
     cfg, s, tag = plan(a.preset, a.quick, a.smoke, a.seeds)
+    if a.rate is not None:
+        cfg, tag = cfg.replace(prune_rate=a.rate).validate(), f"{tag}_rate{a.rate:g}"
     conv_on_cpu = jax.default_backend() == "cpu" and not a.preset.startswith("lenet")
     chunk = a.ticket_chunk or (1 if conv_on_cpu else None)  # XLA:CPU runs vmapped convolutions slowly
     kw = dict(manual_dir=a.manual_dir, ticket_chunk=chunk)

@@ -39,9 +39,11 @@ def section(res: dict, rel: str) -> list[str]:
     cfg, E = res["config"], res["epochs"]
     b = res["baseline"]
     pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
-    lines = [f"## {NAMES.get(res['preset'], res['preset'])}" + (" (quick)" if "quick" in res["tag"] else ""), "",
+    rate_flag = f" --rate {res['rate']:g}" if "_rate" in res["tag"] else ""
+    lines = [f"## {NAMES.get(res['preset'], res['preset'])}, {res['rate']:.0%} pruned"
+             + (" (quick)" if "quick" in res["tag"] else ""), "",
              f"`python experiments/early_tickets.py --preset {res['preset']}"
-             + (" --quick" if "quick" in res["tag"] else "") + "`. "
+             + (" --quick" if "quick" in res["tag"] else "") + rate_flag + "`. "
              f"Baseline: {cfg['seeds']} seed(s) in one program, {E} epochs of {res['steps_per_epoch']} iterations "
              f"(batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']}, lr drops at iterations "
              f"{', '.join(map(str, cfg['lr_drops'])) or 'none'}, weight decay {cfg['weight_decay']:g}); final test "

@@ -74,4 +74,4 @@ def test_early_tickets_script_and_page(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["x", "--results", str(out), "--out", str(page)])
     early_tickets_report.main()
     text = page.read_text()
-    assert "LeNet-300-100 / MNIST (quick)" in text and "Early-bird detection" in text and "0.159" in text
+    assert "LeNet-300-100 / MNIST, 80% pruned (quick)" in text and "Early-bird detection" in text and "0.159" in text
