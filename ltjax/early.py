@@ -172,14 +172,17 @@ def gradual_mask_update(mask_template: PyTree, s_i: float, s_f: float, t0: int, 
     (never fewer than already pruned: masks only shrink); at other iterations, no change."""
     size = pool_size(mask_template, exclude)
 
+    def prune(t, params, mask):
+        s = cubic_sparsity(t, s_i, s_f, t0, n, dt)
+        keep = size - jnp.round(s * size).astype(jnp.int32)
+        return pruning.prune_to_count(jax.tree.map(jnp.abs, params), mask, keep, exclude=exclude)
+
     def update(t, params, mask):
         j = t - t0
         due = (j >= 0) & (j <= n * dt) & (j % dt == 0)
-        s = cubic_sparsity(t, s_i, s_f, t0, n, dt)
-        keep = size - jnp.round(s * size).astype(jnp.int32)
-        new = pruning.prune_to_count(jax.tree.map(jnp.abs, params), mask, keep, exclude=exclude)
-        return jax.tree.map(lambda a, b: None if a is None else jnp.where(due, a, b), new, mask,
-                            is_leaf=lambda x: x is None)
+        # a real branch: the global sort runs only at the n + 1 update steps (``due`` depends on
+        # the iteration alone, so it stays a branch under vmap over tickets)
+        return jax.lax.cond(due, prune, lambda t_, p_, m_: m_, t, params, mask)
 
     return update
 
