@@ -80,6 +80,7 @@ def main():
     p.add_argument("--seeds", type=int, help="default: 2 (LeNet), 1 (conv nets)")
     p.add_argument("--rate", type=float, help="fraction of the pooled weights pruned (default: the preset's, 0.8)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    p.add_argument("--mem-sizes", help="comma-separated training-set sizes for the memorization test")
     p.add_argument("--channel", action="store_true", help="also record batch-norm channel masks (early-bird option)")
     p.add_argument("--ticket-chunk", type=int, help="train the networks in sequential chunks of this many")
     p.add_argument("--out", default="docs/results/early_tickets")
@@ -91,6 +92,8 @@ def main():
     if bad:
         p.error(f"unknown parts {bad}; valid: {', '.join(PARTS)}")
     cfg, s, tag = plan(a.preset, a.quick, a.smoke, a.seeds)
+    if a.mem_sizes:
+        s["mem_sizes"] = [int(x) for x in a.mem_sizes.split(",")]
     if a.rate is not None:
         cfg, tag = cfg.replace(prune_rate=a.rate).validate(), f"{tag}_rate{a.rate:g}"
     conv_on_cpu = jax.default_backend() == "cpu" and not a.preset.startswith("lenet")
