@@ -40,11 +40,14 @@ def section(res: dict, rel: str) -> list[str]:
     b = res["baseline"]
     pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
     rate_flag = f" --rate {res['rate']:g}" if "_rate" in res["tag"] else ""
-    lines = [f"## {NAMES.get(res['preset'], res['preset'])}, {res['rate']:.0%} pruned"
-             + (" (quick)" if "quick" in res["tag"] else ""), "",
-             f"`python experiments/early_tickets.py --preset {res['preset']}"
-             + (" --quick" if "quick" in res["tag"] else "") + rate_flag + "`. "
-             f"Baseline: {cfg['seeds']} seed(s) in one program, {E} epochs of {res['steps_per_epoch']} iterations "
+    mode = "quick" if "quick" in res["tag"] else "smoke" if "smoke" in res["tag"] else ""
+    lines = [f"## {NAMES.get(res['preset'], res['preset'])}, {res['rate']:.0%} pruned" + (f" ({mode})" if mode else ""),
+             "", f"`python experiments/early_tickets.py --preset {res['preset']}" + (f" --{mode}" if mode else "")
+             + rate_flag + "`. "
+             + ("A smoke run of the recipe at toy size on `synthetic_` arrays of the dataset's shapes (this CPU "
+                "cannot download the data nor train it at size): it shows every part runs; its accuracies mean "
+                "nothing. " if mode == "smoke" else "")
+             + f"Baseline: {cfg['seeds']} seed(s) in one program, {E} epochs of {res['steps_per_epoch']} iterations "
              f"(batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']}, lr drops at iterations "
              f"{', '.join(map(str, cfg['lr_drops'])) or 'none'}, weight decay {cfg['weight_decay']:g}); final test "
              f"accuracy {pct(b['test_acc'][-1])}%. Pruning: {res['rate']:.0%} of the pooled weights (global magnitude), "
