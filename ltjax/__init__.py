@@ -3,6 +3,8 @@
 Pure functions over parameter and mask pytrees (``masks``, ``scores``, ``pruning``), a
 scan-fused masked trainer (``train``), and the IMP / LTR round loop (``lottery``) that
 trains many tickets in one compiled, vmapped program and saves every round (``store``).
+Pruning at initialization (``snip``), layerwise-importance analysis (``analysis``) and
+early-ticket studies on one watched training run (``early``, ``early_study``) build on them.
 """
 
 from ltjax import masks, models, pruning, scores, stopping
