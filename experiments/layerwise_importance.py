@@ -278,6 +278,9 @@ def main():
                    help="ResNet-20 on Fashion-MNIST, shortened to fit a 2-core CPU (see study_config)")
     p.add_argument("--partial-reinit", type=int, metavar="ROUND",
                    help="after the study: the partial reinitialization test from ROUND's shared connections")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the JSON and figures from the rounds the study has finished so far, without training "
+                        "(works while the study runs in another process)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--rounds", type=int, help="including the dense round 0 (default: the preset's; LeNet 25)")
     p.add_argument("--iterations", type=int, help="per round (default: the preset's)")
@@ -298,7 +301,12 @@ def main():
         (out / f"{tag}_partial_reinit.json").write_text(json.dumps(res, indent=1))
         print(f"wrote {out / f'{tag}_partial_reinit.json'}")
         return
-    run = lottery.run(cfg, a.runs, manual_dir=a.manual_dir, progress=sys.stderr.isatty(), ticket_chunk=chunk)
+    if a.report_only:
+        run = store.load_run(store.run_dir(cfg, a.runs))
+        if not run.rounds:
+            raise SystemExit(f"{run.path} has no finished round yet")
+    else:
+        run = lottery.run(cfg, a.runs, manual_dir=a.manual_dir, progress=sys.stderr.isatty(), ticket_chunk=chunk)
     print(report.round_table(run))
     res = summarize(run)
     res["figure2"] = figure2(run)

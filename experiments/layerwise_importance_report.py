@@ -23,7 +23,9 @@ def _recipe(cfg: dict, rows: list) -> str:
     excl = f" excluding `{', '.join(cfg['exclude'])}`" if cfg["exclude"] else ""
     return (f"{opt} lr {cfg['lr']}{wd}{drops}, batch {cfg['batch_size']}, {cfg['iterations']:,} iterations per round, "
             f"augmentation `{cfg['augment']}`; global pruning of {cfg['prune_rate']:.0%} per round{excl}, rewind to "
-            f"iteration {cfg['rewind_iteration']}, {len(rows) - 1} pruning rounds")
+            f"iteration {cfg['rewind_iteration']}, "
+            + (f"{len(rows) - 1} pruning rounds" if len(rows) == cfg["rounds"] else
+               f"{len(rows) - 1} of {cfg['rounds'] - 1} pruning rounds finished so far"))
 
 
 def accuracy_table(res: dict, with_paper: bool) -> list[str]:
