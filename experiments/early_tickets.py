@@ -38,8 +38,7 @@ PARTS = ("baseline", "grid", "ppr", "memorization", "gradual", "earlybird")
 def plan(preset: str, quick: bool, smoke: bool, seeds: int | None) -> tuple:
     """(config, settings, tag): the study's recipe and which epochs each part uses."""
     cfg = presets.get(preset)
-    spe_guess = cfg.iterations // cfg.eval_every  # presets evaluate once per epoch
-    E = spe_guess
+    E = cfg.iterations // cfg.eval_every  # epochs: the early presets evaluate once per epoch
     pick = lambda fracs: sorted({max(1, min(E, round(f * E))) for f in fracs})  # noqa: E731
     s = {
         "prune_epochs": pick((0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)),
@@ -136,10 +135,7 @@ def main():
 def _memo_masks(study, s, gradual, kw) -> dict:
     """The masks the memorization test compares: one-shot at each of ``mem_prune_epochs``, and
     each gradual window's final mask (on θ0 alike: the test measures the structure)."""
-    from ltjax import data as D, lottery
-
-    model = lottery.build_model(study.config, D.load(study.config.dataset, validation_size=study.config.validation_size,
-                                                      manual_dir=kw["manual_dir"]))
+    _, model = early_study.data_and_model(study, kw["manual_dir"])
     masks = {f"one-shot s={e}": early_study.ticket_masks(study, model, study.params(e)) for e in s["mem_prune_epochs"]}
     for w, b in zip(gradual["windows"], gradual["bits"]):
         masks[f"gradual {w[0]}-{w[1]}"] = early_study.mask_from_bits(study, model, np.asarray(b, np.uint8))

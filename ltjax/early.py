@@ -130,10 +130,8 @@ def early_bird(distances_to_previous: Sequence[Sequence[float]], window: int = 5
 def distances_to_previous(masks: Sequence[jax.Array], window: int = 5) -> list[list[float]]:
     """For each epoch's flat mask, its normalized Hamming distance to each of the previous
     ``window − 1`` masks (most recent first): the input of :func:`early_bird`."""
-    out = []
-    for e in range(len(masks)):
-        out.append([float(hamming(masks[e], masks[e - 1 - j])) for j in range(min(e, window - 1))])
-    return out
+    m = [np.asarray(x, bool) for x in masks]
+    return [[float(np.mean(m[e] != m[e - 1 - j])) for j in range(min(e, window - 1))] for e in range(len(m))]
 
 
 def channel_mask(params: PyTree, rate: float, scale_name: str = "scale") -> dict[str, jax.Array]:

@@ -66,15 +66,16 @@ class Study(NamedTuple):
         rows = [store.load_once(self.path / f"epoch_{e:03d}") for e in range(self.epochs + 1)]
         out = {k: {n: np.stack([np.asarray(r[k][n]) for r in rows]) for n in rows[0][k]}
                for k in ("layer_std", "layer_rate")}
-        n = pool = int(rows[0]["pool"])
-        out["bits"] = np.stack([np.unpackbits(np.asarray(r["bits"]), axis=-1, count=n).astype(bool) for r in rows])
+
+        def unpack(key, count):
+            return np.stack([np.unpackbits(np.asarray(r[key]), axis=-1, count=count).astype(bool) for r in rows])
+
+        out["pool"] = int(rows[0]["pool"])
+        out["bits"] = unpack("bits", out["pool"])
         if "channel_bits" in rows[0]:
-            c = int(rows[0]["channels"])
-            out["channel_bits"] = np.stack([np.unpackbits(np.asarray(r["channel_bits"]), axis=-1, count=c).astype(bool)
-                                            for r in rows])
+            out["channel_bits"] = unpack("channel_bits", int(rows[0]["channels"]))
         for k in ("test_acc", "val_acc"):
             out[k] = np.stack([np.asarray(r[k]) for r in rows])
-        out["pool"] = pool
         return out
 
 
@@ -237,9 +238,15 @@ def _tile(tree: PyTree, n: int) -> PyTree:
     return jax.tree.map(lambda a: jnp.concatenate([a] * n), tree)
 
 
-def _open(study: Study, manual_dir):
+def data_and_model(study: Study, manual_dir: str | None = None):
+    """The study's dataset and model, as its baseline built them."""
     ds, model, _ = _setup(study.config, manual_dir)
     return ds, model
+
+
+def _stack(trees: Sequence[PyTree]) -> PyTree:
+    """Concatenate (seeds, ...) stacks along the ticket axis."""
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
 
 
 def ticket_masks(study: Study, model, params: PyTree, rate: float | None = None) -> PyTree:
@@ -276,28 +283,34 @@ def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int]
     Returns ``{"prune_epochs", "rewind_epochs", "final_test_acc": [s][v] mean over seeds,
     "per_seed": [s][v][seed], "best_val_acc": ...}``."""
     _check_epochs(study, [*prune_epochs, *rewind_epochs])
-    ds, model = _open(study, manual_dir)
+    ds, model = data_and_model(study, manual_dir)
     cfg, S, V = study.config, list(prune_epochs), list(rewind_epochs)
-    train = None
     _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
     data = device_data(ds)
+    row_path = lambda s: study.path / f"grid_s{s:03d}.json"  # noqa: E731
+    done = {s: json.loads(row_path(s).read_text()) for s in S if row_path(s).exists()}
+    done = {s: r for s, r in done.items() if r["rewind_epochs"] == V}
+    todo = [s for s in S if s not in done]
+    if todo:
+        # every pending row's mask in one call; the rewind weights, shared by all rows, loaded once
+        masks = ticket_masks(study, model, _stack([study.params(s) for s in todo]))
+        starts = _stack([study.params(v) for v in V])
+        train = _train_program(study, model, ds, {}, ticket_chunk)
     rows = []
     for s in S:
-        path = study.path / f"grid_s{s:03d}.json"
-        if path.exists() and json.loads(path.read_text())["rewind_epochs"] == V:
-            rows.append(json.loads(path.read_text()))
+        if s in done:
+            rows.append(done[s])
             continue
         t0 = time.perf_counter()
-        mask = ticket_masks(study, model, study.params(s))
-        starts = jax.tree.map(lambda *a: jnp.concatenate(a), *[study.params(v) for v in V])
-        train = train or _train_program(study, model, ds, {}, ticket_chunk)
-        params, curves = train(starts, _tile(mask, len(V)), _tile(data_keys, len(V)), data, 0, cfg.iterations)
+        i = todo.index(s)
+        mask = jax.tree.map(lambda a: a[i * cfg.seeds:(i + 1) * cfg.seeds], masks)
+        _, curves = train(starts, _tile(mask, len(V)), _tile(data_keys, len(V)), data, 0, cfg.iterations)
         fin = np.asarray(curves.test_acc[:, -1]).reshape(len(V), cfg.seeds)
         val = np.asarray(curves.val_acc).max(axis=1).reshape(len(V), cfg.seeds) if len(ds.x_val) else None
         row = {"s": s, "rewind_epochs": V, "final_test_acc": fin.tolist(),
                "best_val_acc": None if val is None else val.tolist(),
                "density": float(np.mean(jax.vmap(M.global_density)(mask))), "seconds": time.perf_counter() - t0}
-        _write(path, row)
+        _write(row_path(s), row)
         rows.append(row)
         log(f"grid s={s:3d}: final test acc over v={V}: "
             + " ".join(f"{100 * x:.2f}" for x in fin.mean(axis=1)) + f"  ({row['seconds']:.0f}s)")
@@ -323,13 +336,13 @@ def ppr(study: Study, epochs: Sequence[int], lrs: Sequence[float] = (0.1, 0.01),
 
     Returns ``{"epochs", "lrs", "val_acc"/"test_acc": [lr][e] mean over seeds, "per_seed"}``."""
     _check_epochs(study, epochs)
-    ds, model = _open(study, manual_dir)
+    ds, model = data_and_model(study, manual_dir)
     cfg, E = study.config, list(epochs)
     _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
     keys = jnp.concatenate([jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(data_keys) for e in E])
     data = device_data(ds)
-    starts = jax.tree.map(lambda *a: jnp.concatenate(a), *[study.params(e) for e in E])
-    masks = jax.tree.map(lambda *a: jnp.concatenate(a), *[ticket_masks(study, model, study.params(e)) for e in E])
+    starts = _stack([study.params(e) for e in E])
+    masks = ticket_masks(study, model, starts)
     out = {"epochs": E, "lrs": list(lrs), "val_acc": [], "test_acc": [], "per_seed_test_acc": []}
     for lr in lrs:
         path = study.path / f"ppr_lr{lr:g}.json"
@@ -364,7 +377,7 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
     window trains every seed.
 
     Returns ``{"windows", "final_test_acc": [w] mean, "per_seed", "masks": [w] flat bits}``."""
-    ds, model = _open(study, manual_dir)
+    ds, model = data_and_model(study, manual_dir)
     cfg, spe = study.config, study.steps_per_epoch
     _check_epochs(study, [e for w in windows for e in w])
     _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
@@ -418,12 +431,12 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], i
     program per N trains every (mask, seed).
 
     Returns ``{"labels", "sizes", "train_acc": [label][N] mean over seeds, "per_seed"}``."""
-    ds, model = _open(study, manual_dir)
+    ds, model = data_and_model(study, manual_dir)
     cfg = study.config
     labels = list(masks)
     theta0 = study.params(0)
     _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
-    all_masks = jax.tree.map(lambda *a: jnp.concatenate(a), *[masks[k] for k in labels])
+    all_masks = _stack([masks[k] for k in labels])
     starts = _tile(theta0, len(labels))
     keys = _tile(data_keys, len(labels))
     acc = np.zeros((len(labels), len(sizes), cfg.seeds))
@@ -481,10 +494,10 @@ def early_bird(study: Study, *, window: int = 5, threshold: float = 0.1, channel
     out = {"window": window, "threshold": threshold, "channel": channel, "epoch": found, "distances": dists,
            "final_test_acc": [None] * cfg.seeds}
     if retrain and any(e is not None for e in found):
-        ds, model = _open(study, manual_dir)
+        ds, model = data_and_model(study, manual_dir)
         seeds = [i for i, e in enumerate(found) if e is not None]
         pick = lambda tree, i: jax.tree.map(lambda a: a[i:i + 1], tree)  # noqa: E731
-        starts = jax.tree.map(lambda *a: jnp.concatenate(a), *[pick(study.params(found[i]), i) for i in seeds])
+        starts = _stack([pick(study.params(found[i]), i) for i in seeds])
         mask = ticket_masks(study, model, starts)
         _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
         train = _train_program(study, model, ds, {}, ticket_chunk)

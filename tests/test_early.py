@@ -183,7 +183,7 @@ def test_grid_takes_the_mask_from_s_and_the_weights_from_v(study):
 def test_ppr_memorization_and_early_bird_run(study):
     r = early_study.ppr(study, epochs=[1, 3, 5], lrs=(0.1, 0.01), log=_quiet)
     assert np.shape(r["test_acc"]) == (2, 3) and all(0 <= a <= 1 for row in r["test_acc"] for a in row)
-    masks = {f"s={s}": early_study.ticket_masks(study, None or _model(), study.params(s)) for s in (1, 5)}
+    masks = {f"s={s}": early_study.ticket_masks(study, _model(), study.params(s)) for s in (1, 5)}
     mem = early_study.memorization(study, masks, sizes=[64, 256], iterations=64, log=_quiet)
     assert np.shape(mem["train_acc"]) == (2, 2)
     assert all(a > b for a, b in mem["train_acc"])  # fewer random labels are easier to memorize

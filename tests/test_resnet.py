@@ -42,6 +42,18 @@ def _tiny():
     return models.Model(CifarResNet(depth=8, width=4), (16, 16, 3), 10, stateful=True)
 
 
+def _tiny_study(n: int, data_seed: int, key_seed: int):
+    """Random 16x16 images (the first 16 also the test set) and two dense tickets of ``_tiny``."""
+    m = _tiny()
+    rng = np.random.default_rng(data_seed)
+    x = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    ds = Dataset("t", x, y, x[:0], y[:0], x[:16], y[:16], (0.5,) * 3, (0.25,) * 3, 10)
+    keys = jax.random.split(jax.random.PRNGKey(key_seed), 2)
+    params = jax.vmap(m.init)(keys)
+    return m, ds, keys, params, jax.vmap(lambda p: M.make_mask(p, m.is_prunable))(params)
+
+
 def test_batch_stats_are_state_not_weights():
     m = _tiny()
     p = m.init(jax.random.PRNGKey(0))
@@ -59,14 +71,7 @@ def test_batch_stats_are_state_not_weights():
 
 
 def test_trainer_updates_running_stats_and_keeps_pruned_weights_zero():
-    m = _tiny()
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (96, 16, 16, 3), dtype=np.uint8)
-    y = rng.integers(0, 10, 96).astype(np.int32)
-    ds = Dataset("t", x, y, x[:0], y[:0], x[:16], y[:16], (0.5,) * 3, (0.25,) * 3, 10)
-    keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    params = jax.vmap(m.init)(keys)
-    mask = jax.vmap(lambda p: M.make_mask(p, m.is_prunable))(params)
+    m, ds, keys, params, mask = _tiny_study(96, data_seed=0, key_seed=0)
     mask = jax.tree.map(lambda a: None if a is None else a & (jax.random.uniform(jax.random.PRNGKey(1), a.shape) > 0.5),
                         mask, is_leaf=lambda v: v is None)
     spec = TrainSpec(optimizer="momentum", lr=0.05, weight_decay=1e-4, batch_size=16, eval_every=6, augment="cifar")
@@ -135,14 +140,7 @@ def test_imagenet_resnets_match_torchvision_counts():
 def test_batch_norm_state_under_vmap_equals_per_ticket_runs():
     """Running statistics are per-ticket state: two tickets trained in one vmapped program end
     with the same weights and statistics as each trained alone."""
-    m = _tiny()
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
-    y = rng.integers(0, 10, 64).astype(np.int32)
-    ds = Dataset("t", x, y, x[:0], y[:0], x[:16], y[:16], (0.5,) * 3, (0.25,) * 3, 10)
-    keys = jax.random.split(jax.random.PRNGKey(3), 2)
-    params = jax.vmap(m.init)(keys)
-    mask = jax.vmap(lambda p: M.make_mask(p, m.is_prunable))(params)
+    m, ds, keys, params, mask = _tiny_study(64, data_seed=1, key_seed=3)
     spec = TrainSpec(optimizer="momentum", lr=0.05, weight_decay=1e-4, batch_size=16, eval_every=4, augment="cifar")
     train = make_trainer(m, spec, ds.mean, ds.std)
     both, _ = train(params, mask, keys, device_data(ds), 0, 8)
