@@ -1,16 +1,21 @@
 """Placing a stack of tickets on the devices: the ticket axis is sharded, data replicated.
 
-With T tickets and D local devices the mesh uses ``gcd(T, D)`` devices, so every device
-holds the same number of tickets; compiled programs follow the input shardings (GSPMD),
-so the same training code runs on one CPU, several GPUs or a TPU slice.
+With T tickets and D local devices the mesh uses ``min(T, D)`` devices. A stack whose
+ticket count the mesh divides is split along the ticket axis, so each device holds T / D
+tickets. A count it does not divide (15 tickets on 8 devices) cannot be split evenly, so
+between programs such a stack is replicated, and the training program (``make_trainer``
+with ``mesh=``) pads it inside the compiled program to the next multiple with copies of the
+last ticket, trains the padded stack sharded (2 tickets per device for 15 on 8) and drops
+the copies. Compiled programs follow the input shardings (GSPMD), so the same training
+code runs on one CPU, several GPUs or a TPU slice.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -18,16 +23,44 @@ AXIS = "tickets"
 
 
 def ticket_mesh(num_tickets: int, devices=None) -> Mesh:
+    """A 1-D mesh over the first ``min(num_tickets, len(devices))`` devices (default: all local)."""
     devices = list(devices if devices is not None else jax.devices())
-    n = math.gcd(num_tickets, len(devices))
-    return Mesh(np.array(devices[:n]), (AXIS,))
+    return Mesh(np.array(devices[:max(1, min(num_tickets, len(devices)))]), (AXIS,))
 
 
 def shard_tickets(tree: Any, mesh: Mesh) -> Any:
-    """Put every array of ``tree`` on ``mesh`` split along its leading (ticket) axis."""
-    return jax.device_put(tree, NamedSharding(mesh, P(AXIS)))
+    """Put every array of ``tree`` on ``mesh``: split along its leading (ticket) axis where the
+    mesh divides it, replicated where it does not (see the module docstring)."""
+    n = mesh.devices.size
+
+    def put(a):
+        spec = P(AXIS) if np.ndim(a) and np.shape(a)[0] % n == 0 else P()
+        return jax.device_put(a, NamedSharding(mesh, spec))
+
+    return jax.tree.map(put, tree)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Put every array of ``tree`` on every device of ``mesh``."""
     return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def padded_count(num_tickets: int, mesh: Mesh) -> int:
+    """The smallest multiple of the mesh's device count that holds ``num_tickets``."""
+    n = mesh.devices.size
+    return -(-num_tickets // n) * n
+
+
+def pad_tickets(tree: Any, count: int) -> Any:
+    """Inside a traced program: extend every leading axis to ``count`` with copies of the last
+    ticket (real weights, so padding never produces NaNs that a reduction could see)."""
+    def pad(a):
+        extra = count - a.shape[0]
+        return a if extra == 0 else jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+
+    return jax.tree.map(pad, tree)
+
+
+def constrain_tickets(tree: Any, mesh: Mesh) -> Any:
+    """Inside a traced program: ask for ``tree`` split along the ticket axis over ``mesh``."""
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, P(AXIS)))

@@ -190,7 +190,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
                 f"{config.seeds} seed(s) in one program")
             bar = lottery._Bar(progress)
             trainer = make_trainer(model, config.train_spec()._replace(eval_every=spe), ds.mean, ds.std,
-                                   progress=bar, ticket_chunk=ticket_chunk)
+                                   progress=bar, ticket_chunk=ticket_chunk, mesh=mesh)
             dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(params)
             for e in range(last + 1, epochs + 1):
                 t0 = time.perf_counter()
@@ -228,9 +228,15 @@ def _write(path: Path, obj: dict) -> None:
     store._write_json(path, obj)
 
 
-def _train_program(study: Study, model, ds, spec_changes: dict, ticket_chunk):
+def _train_program(study: Study, model, ds, spec_changes: dict, ticket_chunk, mesh):
     spec = study.config.train_spec()._replace(**spec_changes)
-    return make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk)
+    return make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk, mesh=mesh)
+
+
+def _placed(ds: D.Dataset, num_tickets: int):
+    """The mesh for a program of ``num_tickets`` tickets and the dataset replicated on it."""
+    mesh = ticket_mesh(num_tickets)
+    return mesh, replicate(device_data(ds), mesh)
 
 
 def _tile(tree: PyTree, n: int) -> PyTree:
@@ -286,7 +292,7 @@ def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int]
     ds, model = data_and_model(study, manual_dir)
     cfg, S, V = study.config, list(prune_epochs), list(rewind_epochs)
     _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
-    data = device_data(ds)
+    mesh, data = _placed(ds, len(V) * cfg.seeds)
     row_path = lambda s: study.path / f"grid_s{s:03d}.json"  # noqa: E731
     done = {s: json.loads(row_path(s).read_text()) for s in S if row_path(s).exists()}
     done = {s: r for s, r in done.items() if r["rewind_epochs"] == V}
@@ -295,7 +301,7 @@ def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int]
         # every pending row's mask in one call; the rewind weights, shared by all rows, loaded once
         masks = ticket_masks(study, model, _stack([study.params(s) for s in todo]))
         starts = _stack([study.params(v) for v in V])
-        train = _train_program(study, model, ds, {}, ticket_chunk)
+        train = _train_program(study, model, ds, {}, ticket_chunk, mesh)
     rows = []
     for s in S:
         if s in done:
@@ -340,7 +346,7 @@ def ppr(study: Study, epochs: Sequence[int], lrs: Sequence[float] = (0.1, 0.01),
     cfg, E = study.config, list(epochs)
     _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
     keys = jnp.concatenate([jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(data_keys) for e in E])
-    data = device_data(ds)
+    mesh, data = _placed(ds, len(E) * cfg.seeds)
     starts = _stack([study.params(e) for e in E])
     masks = ticket_masks(study, model, starts)
     out = {"epochs": E, "lrs": list(lrs), "val_acc": [], "test_acc": [], "per_seed_test_acc": []}
@@ -352,7 +358,7 @@ def ppr(study: Study, epochs: Sequence[int], lrs: Sequence[float] = (0.1, 0.01),
             t0 = time.perf_counter()
             spe = study.steps_per_epoch
             train = _train_program(study, model, ds, {"lr": lr, "lr_drops": (), "warmup_iterations": 0,
-                                                      "eval_every": spe}, ticket_chunk)
+                                                      "eval_every": spe}, ticket_chunk, mesh)
             _, curves = train(starts, masks, keys, data, 0, spe)
             test = np.asarray(curves.test_acc[:, -1]).reshape(len(E), cfg.seeds)
             val = np.asarray(curves.val_acc[:, -1]).reshape(len(E), cfg.seeds)
@@ -381,7 +387,7 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
     cfg, spe = study.config, study.steps_per_epoch
     _check_epochs(study, [e for w in windows for e in w])
     _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
-    data = device_data(ds)
+    mesh, data = _placed(ds, cfg.seeds)
     theta0 = study.params(0)
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
     one_dense = jax.tree.map(lambda a: a[0], dense)
@@ -399,14 +405,15 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
             dt = (b - a) * spe // steps  # Δt; the last update falls on a·spe + steps·Δt ≤ b·spe
             update = early.gradual_mask_update(one_dense, s_i, study.rate, a * spe, steps, dt, study.exclude)
             spec = cfg.train_spec()._replace(eval_every=spe)
-            prune_run = make_trainer(model, spec, ds.mean, ds.std, mask_update=update, ticket_chunk=ticket_chunk)
+            prune_run = make_trainer(model, spec, ds.mean, ds.std, mask_update=update, ticket_chunk=ticket_chunk,
+                                     mesh=mesh)
             # updates fall on t = a·spe + j·Δt (j = 0..steps); when the last is t = b·spe (the first
             # iteration after epoch b) it is applied to the epoch-b weights here (else a no-op)
             o = prune_run.stateful(theta0, dense, data_keys, data, 0, b * spe)
             last = jnp.int32(a * spe + steps * dt)
             mask = jax.jit(jax.vmap(lambda p, m: update(last, p, m)))(o.params, o.mask)
             start = jax.jit(jax.vmap(M.apply_mask))(o.params, mask)
-            retrain = retrain or _train_program(study, model, ds, {}, ticket_chunk)
+            retrain = retrain or _train_program(study, model, ds, {}, ticket_chunk, mesh)
             _, curves = retrain(start, mask, data_keys, data, 0, cfg.iterations)
             fin = np.asarray(curves.test_acc[:, -1])
             bits = jax.vmap(lambda m: early.pooled_bits(m, study.exclude))(mask)
@@ -454,8 +461,9 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], i
         empty = (x[:0], y[:0])
         sub = D.Dataset(ds.name, x, y, *empty, x, y, ds.mean, ds.std, ds.num_classes)
         spec = cfg.train_spec()._replace(lr_drops=(), warmup_iterations=0, eval_every=iterations)
-        train = make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk)
-        _, curves = train(starts, all_masks, keys, device_data(sub), 0, iterations)
+        mesh, data = _placed(sub, len(labels) * cfg.seeds)
+        train = make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk, mesh=mesh)
+        _, curves = train(starts, all_masks, keys, data, 0, iterations)
         acc[:, j] = np.asarray(curves.test_acc[:, -1]).reshape(len(labels), cfg.seeds)
         _write(path, {"n": n, "iterations": iterations, "labels": labels, "train_acc": acc[:, j].tolist(),
                       "seconds": time.perf_counter() - t0})
@@ -500,8 +508,9 @@ def early_bird(study: Study, *, window: int = 5, threshold: float = 0.1, channel
         starts = _stack([pick(study.params(found[i]), i) for i in seeds])
         mask = ticket_masks(study, model, starts)
         _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
-        train = _train_program(study, model, ds, {}, ticket_chunk)
-        _, curves = train(starts, mask, data_keys[np.asarray(seeds)], device_data(ds), 0, cfg.iterations)
+        mesh, data = _placed(ds, len(seeds))
+        train = _train_program(study, model, ds, {}, ticket_chunk, mesh)
+        _, curves = train(starts, mask, data_keys[np.asarray(seeds)], data, 0, cfg.iterations)
         for i, a in zip(seeds, np.asarray(curves.test_acc[:, -1])):
             out["final_test_acc"][i] = float(a)
         log(f"early-bird: epochs {found}, retrained final test acc "

@@ -31,6 +31,7 @@ from jax import lax
 from ltjax import data as D
 from ltjax.data.augment import augment
 from ltjax.data.order import batch_indices
+from ltjax.devices import constrain_tickets, pad_tickets, padded_count
 from ltjax.masks import apply_mask
 from ltjax.models import STATE
 
@@ -151,7 +152,7 @@ class TrainOutput(NamedTuple):
 def make_trainer(
     model, spec: TrainSpec, mean: tuple[float, ...], std: tuple[float, ...],
     progress: Callable[[int], None] | None = None, ticket_chunk: int | None = None,
-    mask_update: Callable[[jax.Array, PyTree, PyTree], PyTree] | None = None,
+    mask_update: Callable[[jax.Array, PyTree, PyTree], PyTree] | None = None, mesh=None,
 ):
     """Build ``train(params, mask, key, data, start_step, num_steps) -> (params, Curves)``.
 
@@ -177,6 +178,11 @@ def make_trainer(
     ``mask_update(t, params, mask) -> mask`` (one ticket's arrays), if given, runs before the
     gradient of every iteration ``t`` inside the compiled loop; the weights it prunes are
     zeroed at once and stay zero. Gradual pruning schedules use it (see :mod:`ltjax.early`).
+
+    ``mesh`` (a :func:`ltjax.devices.ticket_mesh`) spreads the tickets over its devices inside
+    the program: a ticket count the devices do not divide is padded with copies of the last
+    ticket to the next multiple, trained sharded, and the copies dropped from the outputs.
+    Without it the program follows its inputs' shardings.
     """
     B, E = spec.batch_size, spec.eval_every
     if ticket_chunk is not None and ticket_chunk < 1:
@@ -248,6 +254,13 @@ def make_trainer(
 
         args = (params, mask, key, opt_state)
         T = key.shape[0]
+        if mesh is not None and mesh.devices.size > 1:
+            padded = constrain_tickets(pad_tickets(args, padded_count(T, mesh)), mesh)
+            return jax.tree.map(lambda a: a[:T], dispatch(one, padded))
+        return dispatch(one, args)
+
+    def dispatch(one, args):
+        T = args[2].shape[0]
         if T == 1:  # one ticket: the unbatched program (XLA:CPU's batched matmuls are slower)
             out = one(jax.tree.map(lambda a: a[0], args))
             return jax.tree.map(lambda a: a[None], out)

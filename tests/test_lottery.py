@@ -226,9 +226,12 @@ from ltjax.devices import shard_tickets, ticket_mesh
 assert jax.device_count() == 8 and ticket_mesh(16).devices.size == 8, jax.devices()
 x = shard_tickets(np.zeros((16, 3)), ticket_mesh(16))
 assert x.sharding.shard_shape(x.shape) == (2, 3)  # 2 tickets per device
-assert ticket_mesh(6).devices.size == 2  # 6 tickets on 8 devices: the 2 devices that hold 3 each
+assert ticket_mesh(6).devices.size == 6  # fewer tickets than devices: one each
+y = shard_tickets(np.zeros((12, 3)), ticket_mesh(12))
+assert y.sharding.shard_shape(y.shape) == (12, 3)  # 12 on 8 does not split: kept whole between programs
 cfg = presets.get("lenet_mnist_openlth").replace(iterations=300, eval_every=100, seeds=16, rounds=2)
-run = lottery.run(cfg, sys.argv[1], progress=False, log=lambda s: None)
+lottery.run(cfg, sys.argv[1], progress=False, log=lambda s: None)
+lottery.run(cfg.replace(seeds=12, rounds=1), sys.argv[2], progress=False, log=lambda s: None)
 """
 
 
@@ -236,9 +239,12 @@ def test_sixteen_tickets_on_eight_devices_match_single_device(tmp_path):
     """16 tickets sharded 2 per device over 8 forced host devices compute exactly what one
     device computes vmapping 2 tickets at a time (``ticket_chunk=2``: the same per-device
     program). Vmapping all 16 at once batches the matmuls differently; 300 SGD steps amplify
-    that rounding to ~1e-2 in the weights, so against it the masks and accuracies are compared."""
+    that rounding to ~1e-2 in the weights, so against it the masks and accuracies are compared.
+    12 tickets, which 8 devices do not divide, are padded to 16 inside the program (2 per
+    device, the last ticket's copies dropped) and equal one device's 2-ticket chunks too."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "multi")], check=True, env=env)
+    subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "multi"), str(tmp_path / "twelve")],
+                   check=True, env=env)
     cfg = presets.get("lenet_mnist_openlth").replace(iterations=300, eval_every=100, seeds=16, rounds=2)
     pairs = lottery.run(cfg, tmp_path / "pairs", progress=False, log=_quiet, ticket_chunk=2)
     (multi_dir,) = list((tmp_path / "multi").iterdir())
@@ -249,6 +255,15 @@ def test_sixteen_tickets_on_eight_devices_match_single_device(tmp_path):
     whole = lottery.run(cfg.replace(rounds=1), tmp_path / "whole", progress=False, log=_quiet)
     np.testing.assert_allclose(whole.rounds[0].metrics["final_test_acc"], multi.rounds[0].metrics["final_test_acc"],
                                atol=2e-3)
+    twelve = cfg.replace(seeds=12, rounds=1)
+    (padded_dir,) = list((tmp_path / "twelve").iterdir())
+    padded = load_run(padded_dir).rounds[0]
+    single = lottery.run(twelve, tmp_path / "single12", progress=False, log=_quiet, ticket_chunk=2).rounds[0]
+    assert padded.mask["fc1"]["kernel"].shape[0] == 12
+    for x, y in zip(_leaves(single.params), _leaves(padded.params)):
+        np.testing.assert_array_equal(x, y)
+    # same weights; the accuracy's final division may round differently (1 ulp) in the two programs
+    np.testing.assert_allclose(single.metrics["final_test_acc"], padded.metrics["final_test_acc"], rtol=1e-6)
 
 
 def test_reinit_and_shuffle_controls_train_beside_the_ticket(tmp_path):
