@@ -24,7 +24,7 @@ import numpy as np
 from ltjax import data as D
 from ltjax import masks as M
 from ltjax import models
-from ltjax.train import TrainSpec, device_data, make_trainer
+from ltjax.train import TrainSpec, device_data, loss_and_correct, make_optimizer, make_trainer
 
 
 def matmul_peak(sizes=(1024, 2048), repeats: int = 5) -> float:
@@ -76,6 +76,41 @@ def train_rate(batch: int, tickets: int, steps: int, eval_every: int, ds: D.Data
         jax.block_until_ready(train(params, mask, keys, data, 0, steps))
         best = min(best, time.perf_counter() - t)
     return steps / best
+
+
+def ticket_memory(model: models.Model, spec: TrainSpec) -> dict[str, int | None]:
+    """Device memory of one ticket's training step, from XLA's analysis of the compiled step
+    (one minibatch of ``spec.batch_size``, forward, backward, masked optimizer update).
+
+    Returns bytes: ``state`` (what a ticket keeps for the whole program: weights with any
+    batch-norm statistics, mask, optimizer state), ``temporaries`` (activations, gradients and
+    workspace of one step, reused across steps) and ``total``; ``None`` values where the
+    backend reports no analysis. A program vmapping k tickets at a time on a device needs about
+    ``tickets_per_device · state + k · temporaries`` plus the dataset (replicated); choose
+    ``ticket_chunk`` so that fits (see ``docs/scale.md``)."""
+    params = model.init(jax.random.PRNGKey(0))
+    mask = M.make_mask(params, model.is_prunable)
+    opt = make_optimizer(spec)
+    opt_state = opt.init(params)
+    x = jnp.zeros((spec.batch_size, *model.input_shape), jnp.float32)
+    y = jnp.zeros(spec.batch_size, jnp.int32)
+
+    def step(params, mask, opt_state):
+        def loss(p):
+            logits, new = model.apply_train(M.apply_mask(p, mask), x)
+            return jnp.mean(loss_and_correct(logits, y)[0]), new
+
+        g, new = jax.grad(loss, has_aux=True)(params)
+        g = M.apply_mask(g, mask)
+        updates, opt_state = opt.update(g, opt_state, params)
+        return M.apply_mask(jax.tree.map(jnp.add, new, updates), mask), opt_state
+
+    analysis = jax.jit(step, donate_argnums=(0, 2)).lower(params, mask, opt_state).compile().memory_analysis()
+    if analysis is None:
+        return {"state": None, "temporaries": None, "total": None}
+    state = int(analysis.argument_size_in_bytes)
+    temp = int(analysis.temp_size_in_bytes)
+    return {"state": state, "temporaries": temp, "total": state + temp}
 
 
 def xla_step_flops(model: models.Model, batch: int) -> float:

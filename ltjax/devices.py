@@ -23,8 +23,10 @@ AXIS = "tickets"
 
 
 def ticket_mesh(num_tickets: int, devices=None) -> Mesh:
-    """A 1-D mesh over the first ``min(num_tickets, len(devices))`` devices (default: all local)."""
-    devices = list(devices if devices is not None else jax.devices())
+    """A 1-D mesh over the first ``min(num_tickets, len(devices))`` devices (default: this
+    process's local devices; with several hosts each process runs its own block of seeds, see
+    ``docs/scale.md``)."""
+    devices = list(devices if devices is not None else jax.local_devices())
     return Mesh(np.array(devices[:max(1, min(num_tickets, len(devices)))]), (AXIS,))
 
 

@@ -255,8 +255,18 @@ def make_trainer(
         args = (params, mask, key, opt_state)
         T = key.shape[0]
         if mesh is not None and mesh.devices.size > 1:
-            padded = constrain_tickets(pad_tickets(args, padded_count(T, mesh)), mesh)
-            return jax.tree.map(lambda a: a[:T], dispatch(one, padded))
+            D, Tp = mesh.devices.size, padded_count(T, mesh)
+            padded = pad_tickets(args, Tp)
+            if ticket_chunk and ticket_chunk < Tp // D:
+                # chunk within each device: a (devices, tickets per device) split, the device axis
+                # sharded, so every device maps over its own tickets (a map over the sharded axis
+                # itself would run the devices one after another)
+                split = constrain_tickets(jax.tree.map(lambda a: a.reshape(D, Tp // D, *a.shape[1:]), padded), mesh)
+                out = jax.vmap(lambda a: dispatch(one, a))(split)
+                out = jax.tree.map(lambda a: a.reshape(Tp, *a.shape[2:]), out)
+            else:
+                out = dispatch(one, constrain_tickets(padded, mesh))
+            return jax.tree.map(lambda a: a[:T], out)
         return dispatch(one, args)
 
     def dispatch(one, args):

@@ -168,3 +168,53 @@ def test_bad_lengths_raise():
         _trainer()(params, mask, keys, device_data(DS), 0, 30)
     with pytest.raises(ValueError, match="batch_size"):
         _trainer(batch_size=10_000, eval_every=20)(params, mask, keys, device_data(DS), 0, 20)
+
+
+_PADDED_CHUNKS = """
+import jax, numpy as np
+from ltjax import data as D, masks, models
+from ltjax.devices import replicate, shard_tickets, ticket_mesh
+from ltjax.train import TrainSpec, device_data, make_trainer
+assert jax.local_device_count() == 4
+ds = D.load("synthetic_mnist", validation_size=64)
+model = models.mlp((32,), init="glorot_normal")
+spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=16, eval_every=20)
+keys = jax.random.split(jax.random.PRNGKey(0), 7)  # 7 tickets: padded to 8, 2 per device
+params = jax.vmap(model.init)(keys)
+mask = jax.vmap(lambda p: masks.make_mask(p, model.is_prunable))(params)
+ref = make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=1)(params, mask, keys, device_data(ds), 0, 40)
+mesh = ticket_mesh(7)
+for chunk in (None, 1):
+    train = make_trainer(model, spec, ds.mean, ds.std, mesh=mesh, ticket_chunk=chunk)
+    p, c = train(*shard_tickets((params, mask, keys), mesh), replicate(device_data(ds), mesh), 0, 40)
+    assert jax.tree.leaves(p)[0].shape[0] == 7
+    for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(ref[0])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the same weights; the evaluation sums may round differently (1 ulp) in the batched program
+    np.testing.assert_allclose(np.asarray(c.test_loss), np.asarray(ref[1].test_loss), rtol=1e-6)
+"""
+
+
+def test_padded_and_per_device_chunked_tickets_equal_one_device():
+    """7 tickets on 4 forced host devices (padded to 8 inside the program), all at once and in
+    per-device chunks of 1, compute bitwise what one device computes one ticket at a time."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    subprocess.run([sys.executable, "-c", _PADDED_CHUNKS], check=True, env=env)
+
+
+def test_ticket_memory_state_is_the_weights_mask_and_optimizer_state():
+    from ltjax import bench
+    from ltjax.train import make_optimizer
+
+    model = models.mlp((30, 20), init="glorot_normal")
+    spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=16, eval_every=10)
+    params = model.init(jax.random.PRNGKey(0))
+    mask = M.make_mask(params, model.is_prunable)
+    expected = sum(np.asarray(a).nbytes for a in jax.tree.leaves((params, mask, make_optimizer(spec).init(params))))
+    mem = bench.ticket_memory(model, spec)
+    assert mem["state"] == expected  # float32 weights, bool mask, Adam's two moments and its count
+    assert mem["temporaries"] >= 0 and mem["total"] == mem["state"] + mem["temporaries"]
