@@ -111,6 +111,28 @@ SCORES: dict[str, ScoreFn] = {"magnitude": magnitude, "l1": l1, "l2": l2, "softm
                               "minmax": minmax, "lamp": lamp}
 
 
+def per_layer(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> ScoreFn:
+    """Make a score from ``fn(a, alive)``: one layer's ``|w|`` (float32) and its mask in, that
+    layer's scores out. Applied to every prunable layer; pruned weights score 0, so
+    normalizations inside ``fn`` should reduce over ``alive`` only (as ``l1`` does with
+    ``jnp.where(alive, a, 0)``)."""
+    return _per_layer(fn)
+
+
+def register(name: str, fn: ScoreFn, *, replace: bool = False) -> None:
+    """Make ``fn(params, mask) -> scores`` available by name (``Config(score=name)``,
+    ``scores=(..., name)``, :func:`get`). Higher scores survive. A name already taken raises
+    unless ``replace``. Registration lives in this process: register before ``lottery.run``
+    (the ``ltjax`` command line sees only the built-in scores)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"score name {name!r} is not valid: use a Python identifier such as 'my_score'")
+    if not callable(fn):
+        raise TypeError(f"score {name!r} must be a function (params, mask) -> scores, got {type(fn).__name__}")
+    if name in SCORES and not replace:
+        raise ValueError(f"score {name!r} is already registered; pass replace=True to override it")
+    SCORES[name] = fn
+
+
 def get(name: str) -> ScoreFn:
     """Score function by name; an unknown name raises with the valid choices."""
     try:

@@ -145,6 +145,20 @@ MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "conv2": conv2, "conv4": 
                                            "resnet50": resnet50, "vgg16": vgg16}
 
 
+def register(name: str, factory: Callable[..., Model], *, replace: bool = False) -> None:
+    """Make ``factory`` available as ``Config(model=name)`` and :func:`build`. The factory takes
+    ``mlp``'s keywords (``widths``, ``input_shape``, ``num_outputs``, ``init``, ``init_std``;
+    it may ignore some) and returns a :class:`Model`. A name already taken raises unless
+    ``replace``. Registration lives in this process: register before ``lottery.run``."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"model name {name!r} is not valid: use a Python identifier such as 'my_net'")
+    if not callable(factory):
+        raise TypeError(f"model {name!r} needs a factory function returning a Model, got {type(factory).__name__}")
+    if name in MODELS and not replace:
+        raise ValueError(f"model {name!r} is already registered; pass replace=True to override it")
+    MODELS[name] = factory
+
+
 def build(name: str, **kwargs) -> Model:
     """Model by registry name; an unknown name raises with the valid choices."""
     if name not in MODELS:
@@ -154,5 +168,5 @@ def build(name: str, **kwargs) -> Model:
 
 __all__ = [
     "CifarResNet", "CifarVGG", "ConvNet", "ImageNetResNet", "MLP", "Model", "STATE", "build", "conv2", "conv4", "conv6", "initializers",
-    "kernels_are_prunable", "mlp", "resnet18", "resnet20", "resnet50", "resnet56", "vgg16", "MODELS",
+    "kernels_are_prunable", "mlp", "register", "resnet18", "resnet20", "resnet50", "resnet56", "vgg16", "MODELS",
 ]
