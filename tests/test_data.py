@@ -299,7 +299,34 @@ def test_cache_written_then_reused(isolated, tmp_path, monkeypatch):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
         assert a[k].dtype == b[k].dtype
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["mnist.npz"]  # no temp files left
+    # no temp files left (the preparation lock file stays, empty)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".mnist.lock", "mnist.npz"]
+
+
+def test_concurrent_loaders_prepare_once(isolated, tmp_path, monkeypatch):
+    """Loaders starting together (two experiments, parallel test workers) prepare the dataset
+    once: the others wait on the lock and read the cache the first one wrote."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow(name, data_dir, manual_dir):
+        calls.append(name)
+        time.sleep(0.5)
+        return {"x_train": np.ones((2, 2, 2, 1), np.uint8), "y_train": np.arange(2, dtype=np.int32),
+                "x_test": np.zeros((1, 2, 2, 1), np.uint8), "y_test": np.zeros(1, np.int32)}
+
+    monkeypatch.setattr(tfds_source, "_tfds_arrays", slow)
+    out = [None] * 3
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, D.load_arrays("mnist"))) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["mnist"]
+    for o in out:
+        np.testing.assert_array_equal(o["x_train"], out[0]["x_train"])
 
 
 @pytest.mark.parametrize("content", [

@@ -12,6 +12,7 @@ Where data comes from, in order:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import socket
@@ -263,17 +264,33 @@ def load_arrays(
     """``{"x_train", "y_train", "x_test", "y_test"}`` as uint8 images (N, H, W, C) and int32 labels."""
     _check_name(name)
     path = cache_dir() / f"{name}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # an unreadable (truncated, empty, foreign) cache is rebuilt below
+    cached = _read_cache(path)
+    if cached is not None:
+        return cached
+    # One preparer at a time (two experiments, or parallel test workers, starting together):
+    # the others wait for the lock, then find the cache written.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _read_cache(path)
+        return cached if cached is not None else _prepare(name, path, data_dir, manual_dir)
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # an unreadable (truncated, empty, foreign) cache is rebuilt
+
+
+def _prepare(name: str, path: Path, data_dir: str | None, manual_dir: str | None) -> dict[str, np.ndarray]:
     if name == "tiny_imagenet":
         arrays = _tiny_imagenet_arrays(resolve_manual_dir(name, manual_dir))
     else:
         arrays = _tfds_arrays(name, data_dir, resolve_manual_dir(name, manual_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **arrays)
