@@ -100,7 +100,7 @@ class Config:
     seed: int = _f(0, "first seed")
     # controls trained beside the tickets (rounds >= 1)
     controls: tuple[str, ...] = _f((), "networks trained beside each ticket, e.g. reinit:3,shuffle:3 "
-                                       "(reinit | shuffle | reset | snip | isnip)")
+                                       "(reinit | shuffle | random | reset | snip | isnip)")
     shuffle_layers: tuple[str, ...] = _f(("*",), "layers the shuffle control rearranges (globs)")
     partial_reinit_from: str = _f("", "partial reinitialization test: a run directory of the same seeds and scores; "
                                       "θ0 keeps that run's θ0 on the weights all tickets of a seed kept in round "

@@ -11,6 +11,9 @@ compiled program as the tickets they control for (see ``Config.controls``).
   carrying a random permutation of the ticket's surviving start values (the multiset of
   values is preserved exactly). The 2018 paper shuffles "each hidden layer"; ``layers``
   selects which layers are shuffled (the others keep the ticket's mask and values).
+* ``random`` (random pruning, Frankle & Carbin 2019's random-pruning baseline): a uniformly
+  random mask with the ticket's number of survivors in each layer, on the weights the ticket
+  starts from (θ0, or θk when rewinding) at those positions.
 * ``reset``: the ticket's mask on θ0 itself; with ``strategy=continue`` this is how the
   2018 paper evaluates Han et al.'s continued-training masks (sec. 6.4).
 * ``snip`` / ``isnip``: not controls in the 2018 sense but comparisons trained the same
@@ -30,7 +33,7 @@ import jax.numpy as jnp
 from ltjax import masks as M
 
 PyTree = Any
-CONTROLS = ("reinit", "shuffle", "reset", "snip", "isnip")
+CONTROLS = ("reinit", "shuffle", "random", "reset", "snip", "isnip")
 
 
 def reinit(key: jax.Array, init_fn: Callable[[jax.Array], PyTree], mask: PyTree) -> PyTree:
@@ -70,6 +73,25 @@ def shuffle(key: jax.Array, params: PyTree, mask: PyTree, layers: tuple[str, ...
             continue
         v, nm = _shuffle_leaf(k, p, m)
         new_p.append(v)
+        new_m.append(nm)
+    return jax.tree_util.tree_unflatten(treedef, new_p), jax.tree_util.tree_unflatten(treedef, new_m)
+
+
+def random_prune(key: jax.Array, source: PyTree, mask: PyTree) -> tuple[PyTree, PyTree]:
+    """Random pruning: per prunable layer, a uniformly random mask with as many survivors as
+    ``mask`` has there, and ``source`` (the unmasked weights the ticket starts from) on it.
+    Returns ``(params, mask)``; unprunable leaves are ``source``'s."""
+    flat_m, treedef = jax.tree_util.tree_flatten_with_path(mask, is_leaf=lambda x: x is None)
+    flat_s = treedef.flatten_up_to(source)
+    keys = jax.random.split(key, len(flat_m))
+    new_p, new_m = [], []
+    for (_, m), src, k in zip(flat_m, flat_s, keys):
+        if m is None:
+            new_p.append(src)
+            new_m.append(None)
+            continue
+        _, nm = _shuffle_leaf(k, jnp.zeros(m.shape, jnp.float32), m)  # the shuffled mask only
+        new_p.append(jnp.where(nm, src, jnp.zeros((), src.dtype)))
         new_m.append(nm)
     return jax.tree_util.tree_unflatten(treedef, new_p), jax.tree_util.tree_unflatten(treedef, new_m)
 

@@ -157,13 +157,19 @@ def round_start(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_pa
     Round 0 starts from θ0. Later rounds: ``reset`` → θ0, ``rewind`` → θk at iteration k,
     ``continue`` → the previous round's trained weights.
     """
+    return _apply_mask(round_source(config, r, theta0, theta_k, prev_params), mask), round_step(config, r)
+
+
+def round_source(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_params: PyTree) -> PyTree:
+    """The unmasked weights round r starts from (see :func:`round_start`)."""
     if r == 0 or config.strategy == "reset":
-        start, step = theta0, 0
-    elif config.strategy == "rewind":
-        start, step = theta_k, config.rewind_iteration
-    else:
-        start, step = prev_params, 0
-    return _apply_mask(start, mask), step
+        return theta0
+    return theta_k if config.strategy == "rewind" else prev_params
+
+
+def round_step(config: Config, r: int) -> int:
+    """The global iteration round r starts at: k when rewinding (r ≥ 1), else 0."""
+    return config.rewind_iteration if r > 0 and config.strategy == "rewind" else 0
 
 
 _apply_mask = jax.jit(jax.vmap(M.apply_mask))
@@ -258,15 +264,16 @@ def make_loss(model: models.Model, mean: tuple[float, ...], std: tuple[float, ..
 
 
 def control_starts(config: Config, model: models.Model, r: int, start: PyTree, mask: PyTree,
-                   theta0: PyTree, init_keys: jax.Array, snip_inputs: tuple | None = None
-                   ) -> tuple[PyTree, PyTree, list[tuple[str, int]]]:
+                   theta0: PyTree, init_keys: jax.Array, snip_inputs: tuple | None = None,
+                   source: PyTree | None = None) -> tuple[PyTree, PyTree, list[tuple[str, int]]]:
     """Start weights and masks of round r's control networks, stacked after one another.
 
     Block order: for each ``(name, count)`` of ``config.controls``, ``count`` blocks of T
     (one control per ticket). Each control's key is derived from its ticket's init key, the
     control, its copy index and the round, so controls are reproducible and independent.
     ``snip`` / ``isnip`` controls start from θ0 on their own masks (:func:`snip_masks`) and
-    need ``snip_inputs = (loss_fn, dense_mask, data, data_keys)``.
+    need ``snip_inputs = (loss_fn, dense_mask, data, data_keys)``; ``random`` needs ``source``,
+    the unmasked weights the round starts from (:func:`round_source`).
     """
     specs = controls.parse(config.controls)
     blocks_p, blocks_m, labels = [], [], []
@@ -279,6 +286,10 @@ def control_starts(config: Config, model: models.Model, r: int, start: PyTree, m
             elif name == "shuffle":
                 p, m = jax.jit(jax.vmap(lambda k, p, m: controls.shuffle(k, p, m, tuple(config.shuffle_layers))))(
                     keys, start, mask)
+            elif name == "random":
+                if source is None:
+                    raise ValueError("the random control needs source= (the unmasked start weights of the round)")
+                p, m = jax.jit(jax.vmap(controls.random_prune))(keys, source, mask)
             elif name in ("snip", "isnip"):
                 loss_fn, dense, data, data_keys = snip_inputs
                 m = snip_masks(config, loss_fn, name, j, theta0, dense, mask, data, data_keys)
@@ -553,8 +564,9 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
             with_controls = r > 0 and bool(config.controls)
             if with_controls:
                 # Controls train in the same program as their tickets, on the tickets' data order.
+                source = round_source(config, r, theta0, theta_k, prev_params)
                 c_start, c_mask, labels = control_starts(config, model, r, start, mask, theta0, init_keys,
-                                                         snip_inputs)
+                                                         snip_inputs, source)
                 n = len(labels)
                 p_in, m_in = _concat(start, c_start), _concat(mask, c_mask)
                 k_in = jnp.concatenate([data_keys] * (n + 1))

@@ -56,6 +56,21 @@ def test_shuffle_positions_are_uniform():
     np.testing.assert_allclose(freq, 0.3, atol=0.04)
 
 
+def test_random_pruning_keeps_per_layer_counts_and_the_start_weights_at_new_positions():
+    source = MODEL.init(jax.random.PRNGKey(0))  # the unmasked weights the ticket starts from
+    _, mask = _ticket()
+    new_p, new_m = controls.random_prune(jax.random.PRNGKey(3), source, mask)
+    for name in M.layer_names(mask):
+        m0, m1 = np.asarray(mask[name]["kernel"]), np.asarray(new_m[name]["kernel"])
+        w, src = np.asarray(new_p[name]["kernel"]), np.asarray(source[name]["kernel"])
+        assert m1.sum() == m0.sum() and not np.array_equal(m0, m1)
+        np.testing.assert_array_equal(w[m1], src[m1])  # θ0's own values at the new positions
+        assert np.all(w[~m1] == 0)
+        np.testing.assert_array_equal(new_p[name]["bias"], source[name]["bias"])
+    again = controls.random_prune(jax.random.PRNGKey(3), source, mask)[1]
+    np.testing.assert_array_equal(again["fc1"]["kernel"], new_m["fc1"]["kernel"])
+
+
 def test_reinit_keeps_mask_changes_values_same_distribution():
     params, mask = _ticket()
     new = controls.reinit(jax.random.PRNGKey(5), MODEL.init, mask)

@@ -387,3 +387,24 @@ def test_xla_step_flops_covers_the_hand_counted_matmuls():
     hand = bench.step_flops(model, params, 60)
     xla = bench.xla_step_flops(model, 60)
     assert hand <= xla <= 1.2 * hand  # matmuls dominate; XLA adds the elementwise work
+
+
+def test_registered_model_builds_by_name_and_bad_registrations_are_clear():
+    import pytest
+
+    from ltjax import models
+    from ltjax.config import Config
+
+    models.register("tiny_mlp_test", lambda widths=(4,), **kw: models.mlp((4,), **kw))
+    try:
+        m = models.build("tiny_mlp_test", input_shape=(2,), num_outputs=1)
+        assert m.init(jax.random.PRNGKey(0))["fc1"]["kernel"].shape == (2, 4)
+        Config(model="tiny_mlp_test").validate()
+        with pytest.raises(ValueError, match="already registered"):
+            models.register("tiny_mlp_test", models.mlp)
+        with pytest.raises(ValueError, match="not valid"):
+            models.register("tiny-mlp", models.mlp)
+        with pytest.raises(TypeError, match="factory"):
+            models.register("nothing", None)
+    finally:
+        models.MODELS.pop("tiny_mlp_test")

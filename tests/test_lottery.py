@@ -267,13 +267,14 @@ def test_sixteen_tickets_on_eight_devices_match_single_device(tmp_path):
 
 
 def test_reinit_and_shuffle_controls_train_beside_the_ticket(tmp_path):
-    cfg = SMALL.replace(iterations=1000, seeds=2, rounds=2, controls=("reinit:2", "shuffle:1"), shuffle_layers=("fc*",))
+    cfg = SMALL.replace(iterations=1000, seeds=2, rounds=2, controls=("reinit:2", "shuffle:1", "random"),
+                        shuffle_layers=("fc*",))
     run = lottery.run(cfg, tmp_path, progress=False, log=_quiet)
     m = run.rounds[1].metrics
     c = m["controls"]
     assert np.asarray(c["reinit"]["final_test_acc"]).shape == (2, 2)  # (copies, tickets)
     assert np.asarray(c["shuffle"]["final_test_acc"]).shape == (1, 2)
-    for name in ("reinit", "shuffle"):
+    for name in ("reinit", "shuffle", "random"):
         for layer, n in m["remaining"].items():  # the same number of weights per layer as the ticket
             np.testing.assert_array_equal(np.asarray(c[name]["remaining"][layer])[0], n)
         assert np.all(np.asarray(c[name]["final_test_acc"]) > 0.5)
@@ -282,3 +283,5 @@ def test_reinit_and_shuffle_controls_train_beside_the_ticket(tmp_path):
     sh = c["shuffle"]["vs_ticket"]
     assert np.all(np.asarray(sh["fc1"]["overlap"]) < np.asarray(sh["fc1"]["kept_a"]))  # shuffled positions
     np.testing.assert_array_equal(sh["out"]["overlap"], sh["out"]["kept_a"])  # out is not in shuffle_layers
+    rnd = c["random"]["vs_ticket"]
+    assert np.all(np.asarray(rnd["total"]["overlap"]) < np.asarray(rnd["total"]["kept_a"]))  # new positions

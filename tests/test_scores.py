@@ -157,3 +157,26 @@ def test_partial_reinitialization_keeps_theta0_on_common_survivors(tmp_path):
     with pytest.raises(ConfigError, match="has completed rounds 0..1"):
         lottery.run(cfg.replace(partial_reinit_round=5), tmp_path, progress=False, log=lambda _: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # rejected before anything was written
+
+
+def test_registered_score_is_usable_by_name_and_bad_registrations_are_clear():
+    import jax.numpy as jnp
+
+    from ltjax import scores as S
+    from ltjax.config import Config
+
+    fn = S.per_layer(lambda a, alive: -a)  # smallest magnitudes survive
+    S.register("neg_magnitude_test", fn)
+    try:
+        p = {"fc": {"kernel": jnp.array([1.0, -3.0, 2.0])}}
+        m = {"fc": {"kernel": jnp.array([True, True, False])}}
+        np.testing.assert_array_equal(S.get("neg_magnitude_test")(p, m)["fc"]["kernel"], [-1.0, -3.0, 0.0])
+        Config(score="neg_magnitude_test").validate()
+        with pytest.raises(ValueError, match="already registered"):
+            S.register("neg_magnitude_test", fn)
+        with pytest.raises(ValueError, match="not valid"):
+            S.register("bad name", fn)
+        with pytest.raises(TypeError, match="must be a function"):
+            S.register("not_callable", 3)
+    finally:
+        S.SCORES.pop("neg_magnitude_test")
