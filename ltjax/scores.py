@@ -29,6 +29,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from ltjax import registry
+
 PyTree = Any
 ScoreFn = Callable[[PyTree, PyTree], PyTree]
 
@@ -124,13 +126,7 @@ def register(name: str, fn: ScoreFn, *, replace: bool = False) -> None:
     ``scores=(..., name)``, :func:`get`). Higher scores survive. A name already taken raises
     unless ``replace``. Registration lives in this process: register before ``lottery.run``
     (the ``ltjax`` command line sees only the built-in scores)."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"score name {name!r} is not valid: use a Python identifier such as 'my_score'")
-    if not callable(fn):
-        raise TypeError(f"score {name!r} must be a function (params, mask) -> scores, got {type(fn).__name__}")
-    if name in SCORES and not replace:
-        raise ValueError(f"score {name!r} is already registered; pass replace=True to override it")
-    SCORES[name] = fn
+    registry.add(SCORES, "score", name, fn, replace, "a function (params, mask) -> scores")
 
 
 def get(name: str) -> ScoreFn:

@@ -176,7 +176,7 @@ def test_registered_score_is_usable_by_name_and_bad_registrations_are_clear():
             S.register("neg_magnitude_test", fn)
         with pytest.raises(ValueError, match="not valid"):
             S.register("bad name", fn)
-        with pytest.raises(TypeError, match="must be a function"):
+        with pytest.raises(TypeError, match="needs a function"):
             S.register("not_callable", 3)
     finally:
         S.SCORES.pop("neg_magnitude_test")

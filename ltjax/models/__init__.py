@@ -12,6 +12,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ltjax import registry
 from ltjax.masks import path_str
 from ltjax.models import initializers
 from ltjax.models.conv import ConvNet
@@ -150,13 +151,7 @@ def register(name: str, factory: Callable[..., Model], *, replace: bool = False)
     ``mlp``'s keywords (``widths``, ``input_shape``, ``num_outputs``, ``init``, ``init_std``;
     it may ignore some) and returns a :class:`Model`. A name already taken raises unless
     ``replace``. Registration lives in this process: register before ``lottery.run``."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"model name {name!r} is not valid: use a Python identifier such as 'my_net'")
-    if not callable(factory):
-        raise TypeError(f"model {name!r} needs a factory function returning a Model, got {type(factory).__name__}")
-    if name in MODELS and not replace:
-        raise ValueError(f"model {name!r} is already registered; pass replace=True to override it")
-    MODELS[name] = factory
+    registry.add(MODELS, "model", name, factory, replace, "a factory function returning a Model")
 
 
 def build(name: str, **kwargs) -> Model:
