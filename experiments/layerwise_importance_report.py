@@ -84,15 +84,22 @@ def figure2_table(res: dict) -> list[str]:
     n_scores = len(res["rows"][0]["scores"])
     lines = ["Per connection, the std of its trained weight over the rounds it survived and the number of sign "
              "changes between consecutive rounds; \"overlapping\" = kept in the last round by all "
-             f"{n_scores} tickets of its seed. Mean over connections and seeds.", "",
+             f"{n_scores} tickets of its seed. n: connections per seed (mean over seeds); std and flips: mean over "
+             "connections, then over the seeds that have any.", "",
              "| score | layer | overlapping: n, mean std, flipped | non-overlapping: n, mean std, flipped |",
              "|---|---|---|---|"]
     for s, per_layer in f2.items():
         for layer, g in per_layer.items():
             o, n = g["overlapping"], g["non-overlapping"]
-            lines.append(f"| {s} | {layer} | {o['n']:,.0f}, {o['mean_std']:.4f}, {100 * o['flipped_fraction']:.2f}% | "
-                         f"{n['n']:,.0f}, {n['mean_std']:.4f}, {100 * n['flipped_fraction']:.2f}% |")
+            lines.append(f"| {s} | {layer} | {_group(o)} | {_group(n)} |")
     return lines
+
+
+def _group(g: dict) -> str:
+    if not g["n"]:
+        return "none"
+    n = f"{g['n']:,.0f}" if g["n"] >= 10 else f"{g['n']:.2f}"  # a mean over seeds: small ones keep decimals
+    return f"{n}, {g['mean_std']:.4f}, {100 * g['flipped_fraction']:.2f}%"
 
 
 def partial_reinit_table(p: dict) -> list[str]:
