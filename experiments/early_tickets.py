@@ -54,6 +54,13 @@ def plan(preset: str, quick: bool, smoke: bool, seeds: int | None) -> tuple:
         "window": 5, "threshold": 0.1,
     }
     s["windows"] = sorted({tuple(w) for w in s["windows"]})
+    if preset.startswith("conv2"):
+        # Conv-2 trains at ~4 steps/s on a 2-core CPU (one 5-epoch network: ~20 min), so every
+        # part is thinned to about 75k iterations in all (~5 h, resumable part by part): a 3 x 3
+        # grid, PPR at every epoch, one gradual window, 3 masks x 2 sizes of random labels, and
+        # an early-bird window of 3 (5 epochs leave too few masks for 5).
+        s.update(prune_epochs=[1, 2, E], rewind_epochs=[0, 1, 2], mem_prune_epochs=[1, E], mem_sizes=[1000, 5000],
+                 mem_iterations=1000, windows=[(2, 4)], window=3)
     tag = preset
     default_seeds = 1 if preset.startswith("conv2") else 2
     if quick or smoke:
