@@ -52,7 +52,20 @@ def accuracy_table(res: dict, with_paper: bool) -> list[str]:
         missing = [s for s in paper["steps"] if s not in by_round]
         if missing:
             lines += ["", f"Steps {', '.join(map(str, missing))} not reached yet by the run this page was built from."]
+        lines += ["", _agreement(by_round, paper, steps, scores)]
     return lines
+
+
+def _agreement(by_round: dict, paper: dict, steps: list[int], scores: list[str]) -> str:
+    """One sentence, computed: how far each reached step is from the paper's numbers."""
+    parts = []
+    for step in steps:
+        i = paper["steps"].index(step)
+        d = [by_round[step]["scores"][s]["final_test_acc"][0] - paper[s][i] for s in scores]
+        parts.append(f"step {step}: {min(d):+.2f} to {max(d):+.2f}")
+    return ("ltjax minus paper, in points, over the scores: " + "; ".join(parts) + ". Where the range is small "
+            "the scores' ranking is within run-to-run noise (compare the ± columns); a large gap at the last step "
+            "means ltjax's tickets lost less accuracy there than the paper's.")
 
 
 def collapse_and_common(res: dict) -> list[str]:
