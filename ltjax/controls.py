@@ -41,17 +41,22 @@ def reinit(key: jax.Array, init_fn: Callable[[jax.Array], PyTree], mask: PyTree)
     return M.apply_mask(init_fn(key), mask)
 
 
-def _shuffle_leaf(key: jax.Array, values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    flat_v, flat_m = values.reshape(-1), mask.reshape(-1)
+def _random_slots(key: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(perm, first, new_mask)`` for a flat leaf: one uniform permutation sends the k-th
+    survivor to position ``perm[k]`` (``first[k]``: k is below the survivor count), so the
+    survivors land on a uniformly random set of positions in a uniformly random order."""
+    flat_m = mask.reshape(-1)
     n = flat_m.shape[0]
-    alive = jnp.sum(flat_m, dtype=jnp.int32)
-    first = jnp.arange(n) < alive
-    survivors = flat_v[jnp.argsort(~flat_m, stable=True)]  # surviving values first, in position order
-    # One uniform permutation sends the k-th survivor to position perm[k]: the survivors land
-    # on a uniformly random set of positions in a uniformly random order.
+    first = jnp.arange(n) < jnp.sum(flat_m, dtype=jnp.int32)
     perm = jax.random.permutation(key, n)
-    new_vals = jnp.zeros(n, values.dtype).at[perm].set(jnp.where(first, survivors, jnp.zeros((), values.dtype)))
-    new_mask = jnp.zeros(n, bool).at[perm].set(first)
+    return perm, first, jnp.zeros(n, bool).at[perm].set(first)
+
+
+def _shuffle_leaf(key: jax.Array, values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    perm, first, new_mask = _random_slots(key, mask)
+    survivors = values.reshape(-1)[jnp.argsort(~mask.reshape(-1), stable=True)]  # survivors first, in order
+    new_vals = jnp.zeros(perm.shape[0], values.dtype).at[perm].set(
+        jnp.where(first, survivors, jnp.zeros((), values.dtype)))
     return new_vals.reshape(values.shape), new_mask.reshape(mask.shape)
 
 
@@ -90,7 +95,7 @@ def random_prune(key: jax.Array, source: PyTree, mask: PyTree) -> tuple[PyTree, 
             new_p.append(src)
             new_m.append(None)
             continue
-        _, nm = _shuffle_leaf(k, jnp.zeros(m.shape, jnp.float32), m)  # the shuffled mask only
+        nm = _random_slots(k, m)[2].reshape(m.shape)
         new_p.append(jnp.where(nm, src, jnp.zeros((), src.dtype)))
         new_m.append(nm)
     return jax.tree_util.tree_unflatten(treedef, new_p), jax.tree_util.tree_unflatten(treedef, new_m)

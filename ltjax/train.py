@@ -255,13 +255,14 @@ def make_trainer(
         args = (params, mask, key, opt_state)
         T = key.shape[0]
         if mesh is not None and mesh.devices.size > 1:
-            D, Tp = mesh.devices.size, padded_count(T, mesh)
+            n_dev, Tp = mesh.devices.size, padded_count(T, mesh)
             padded = pad_tickets(args, Tp)
-            if ticket_chunk and ticket_chunk < Tp // D:
+            if ticket_chunk and ticket_chunk < Tp // n_dev:
                 # chunk within each device: a (devices, tickets per device) split, the device axis
                 # sharded, so every device maps over its own tickets (a map over the sharded axis
                 # itself would run the devices one after another)
-                split = constrain_tickets(jax.tree.map(lambda a: a.reshape(D, Tp // D, *a.shape[1:]), padded), mesh)
+                split = constrain_tickets(jax.tree.map(lambda a: a.reshape(n_dev, Tp // n_dev, *a.shape[1:]), padded),
+                                          mesh)
                 out = jax.vmap(lambda a: dispatch(one, a))(split)
                 out = jax.tree.map(lambda a: a.reshape(Tp, *a.shape[2:]), out)
             else:
