@@ -223,7 +223,7 @@ def partial_reinit(cfg, runs: str, round_: int, manual_dir=None, ticket_chunk=No
         per_seed = []
         for t in [i for i, n in enumerate(names) if n == s]:
             one = lambda tree: jax.tree.map(lambda a: np.asarray(a)[t], tree)  # noqa: E731
-            per_seed.append(analysis.survival(one(keep), one(final.mask)))
+            per_seed.append(analysis.survival(one(keep), one(final.mask), cfg.exclude))
         acc = 100 * np.asarray(final.metrics["final_test_acc"])[[n == s for n in names]]
         out["scores"][s] = {
             "final_test_acc": (float(acc.mean()), float(acc.std())),

@@ -129,6 +129,15 @@ def partial_reinit_table(p: dict) -> list[str]:
             change = v["fraction"] / v["expected"] - 1 if v["expected"] else float("nan")
             lines.append(f"| {s if i == 0 else ''} | {acc if i == 0 else ''} | {layer} | {v['common']:,.0f} | "
                          f"{100 * v['fraction']:.1f}% | {100 * v['expected']:.2f}% | {100 * change:+.0f}% |")
+    changes = [v["fraction"] / v["expected"] - 1 for d in p["scores"].values() for v in d["layers"].values()
+               if v["expected"] and v["common"]]
+    gaps = [d["final_test_acc"][0] - d["source_final_test_acc"] for d in p["scores"].values()]
+    if changes:
+        lines += ["", f"Across scores and layers the kept connections survive {100 * min(changes):+.0f}% … "
+                      f"{100 * max(changes):+.0f}% more often than a random choice of the layer's size would "
+                      f"({'all above' if min(changes) > 0 else 'not all above'} chance); the partially reinitialized "
+                      f"tickets' final test accuracy differs from the original tickets' by {min(gaps):+.2f} … "
+                      f"{max(gaps):+.2f} points."]
     return lines
 
 

@@ -18,6 +18,7 @@ leading axes, ``[T, fan_in, fan_out]``. Densities are fractions *remaining*.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Any, Literal, Mapping, Sequence
 
@@ -349,15 +350,17 @@ def weight_dynamics(params_by_round: Sequence[np.ndarray], masks_by_round: Seque
     return out
 
 
-def survival(common: PyTree, mask: PyTree) -> dict[str, dict[str, float]]:
+def survival(common: PyTree, mask: PyTree, exclude: Sequence[str] = ()) -> dict[str, dict[str, float]]:
     """How many of the ``common`` weights (e.g. those a partial reinitialization kept at
     θ0) a new ticket's ``mask`` keeps, per layer and ``total``: ``fraction`` = survivors /
     common, against ``expected`` = the layer's density, the fraction a random choice of
     the same size would keep. ``fraction`` well above ``expected`` means the kept θ0
-    values, not chance, brought those weights back."""
+    values, not chance, brought those weights back. Layers matching ``exclude`` (names or
+    globs: the layers the study never prunes, which keep everything) are left out of the
+    rows and of ``total``."""
     a, b = _named_leaves(common), _named_leaves(mask)
     out, tot = {}, np.zeros(4)
-    for layer in a:
+    for layer in [n for n in a if not any(fnmatch.fnmatchcase(n, e) for e in exclude)]:
         c, m = np.asarray(a[layer], bool), np.asarray(b[layer], bool)
         row = np.array([c.sum(), (c & m).sum(), m.sum(), m.size], np.float64)
         tot += row

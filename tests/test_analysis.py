@@ -336,3 +336,15 @@ def test_survival_by_hand():
     new = {"a": {"kernel": np.array([1, 1, 1, 0, 0, 0, 0, 1], bool)}}
     s = survival(common, new)["a"]
     assert s["common"] == 4 and s["survived"] == 3 and s["fraction"] == 0.75 and s["expected"] == 0.5
+
+
+def test_survival_leaves_out_unpruned_layers():
+    from ltjax.analysis import survival
+
+    common = {"a": {"kernel": np.array([1, 1, 0, 0], bool)}, "out": {"kernel": np.ones(4, bool)}}
+    new = {"a": {"kernel": np.array([1, 0, 0, 1], bool)}, "out": {"kernel": np.ones(4, bool)}}
+    every = survival(common, new)
+    assert every["total"]["common"] == 6 and every["total"]["survived"] == 5
+    s = survival(common, new, exclude=("o*",))
+    assert set(s) == {"a", "total"}
+    assert s["total"] == s["a"] and s["total"]["fraction"] == 0.5 and s["total"]["expected"] == 0.5
