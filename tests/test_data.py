@@ -351,6 +351,33 @@ def test_unreadable_cache_is_rebuilt(isolated, tmp_path, monkeypatch, content):
         np.testing.assert_array_equal(z["y_train"], [0, 1, 2])
 
 
+def test_cache_from_before_the_content_check_is_rebuilt(isolated, tmp_path, monkeypatch):
+    """A readable cache without the format marker (written before the check; some held MNIST
+    as Fashion-MNIST) is rebuilt from the source, not trusted."""
+    calls = _fake_source(monkeypatch)
+    path = tmp_path / "cache" / "mnist.npz"
+    path.parent.mkdir()
+    np.savez(path, x_train=np.zeros((5, 28, 28, 1), np.uint8), y_train=np.zeros(5, np.int32),
+             x_test=np.zeros((1, 28, 28, 1), np.uint8), y_test=np.zeros(1, np.int32))
+    a = D.load_arrays("mnist")
+    assert calls == ["mnist"] and a["x_train"].shape == (3, 2, 2, 1)
+    D.load_arrays("mnist")
+    assert calls == ["mnist"]  # the rebuilt cache carries the marker and is reused
+
+
+def test_content_problem_by_hand():
+    # every pixel 33: mean 33/255 = 0.1294, within 0.01 of MNIST's 0.1307, far from Fashion-MNIST's
+    ok = {"x_train": np.full((4, 28, 28, 1), 33, np.uint8), "y_train": np.array([0, 1, 9, 3], np.int32)}
+    assert tfds_source.content_problem("mnist", ok) is None
+    assert "mean pixel is 0.1294, expected 0.2860" in tfds_source.content_problem("fashion_mnist", ok)
+    dark = {**ok, "x_train": np.full((4, 28, 28, 1), 30, np.uint8)}  # 0.1176: 0.013 below MNIST's
+    assert "mean pixel is 0.1176, expected 0.1307" in tfds_source.content_problem("mnist", dark)
+    assert "labels span 0..10, expected 0..9" in tfds_source.content_problem(
+        "mnist", {**ok, "y_train": np.array([0, 10], np.int32)})
+    assert "shape (32, 32, 3), expected (28, 28, 1)" in tfds_source.content_problem(
+        "mnist", {**ok, "x_train": np.zeros((2, 32, 32, 3), np.uint8)})
+
+
 def test_unknown_dataset_lists_valid():
     for call in (lambda: D.load_arrays("cifar100"), lambda: D.load("cifar100")):
         with pytest.raises(ValueError) as e:
@@ -406,3 +433,17 @@ def test_fashion_mnist_prepared_from_manual_dir(mnist_arrays, isolated, tmp_path
     assert any(isolated.glob("fashion_mnist/*"))
     after = sorted(p.name for p in home_tfds.iterdir()) if home_tfds.is_dir() else []
     assert before == after  # nothing written to TFDS's default data_dir (it may hold a copy from before)
+
+
+@needs_shared
+def test_mnist_then_fashion_mnist_in_one_tfds_data_dir(isolated):
+    """Regression: TFDS extracts manual files under their own names, which MNIST and
+    Fashion-MNIST share; preparing both in one data_dir gave Fashion-MNIST MNIST's images."""
+    mnist = D.load_arrays("mnist", data_dir=str(isolated), manual_dir=str(SHARED))
+    fashion = D.load_arrays("fashion_mnist", data_dir=str(isolated), manual_dir=str(SHARED))
+    assert abs(_pixel_stats(mnist["x_train"])[0] - 0.1307) < 1e-3
+    assert abs(_pixel_stats(fashion["x_train"])[0] - 0.2860) < 1e-3
+    assert not np.array_equal(fashion["y_train"], mnist["y_train"])
+    for name, arrays in (("mnist", mnist), ("fashion_mnist", fashion)):
+        assert tfds_source.content_problem(name, arrays) is None
+    assert "expected 0.2860" in tfds_source.content_problem("fashion_mnist", mnist)

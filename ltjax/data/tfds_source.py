@@ -155,8 +155,13 @@ def _tfds_arrays(name: str, data_dir: str | None, manual_dir: Path | None) -> di
                 raise unavailable(f"{no_files} and {info.host} cannot be reached to download it")
             manual_dir = None
         config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
+        # TFDS extracts a manual file to <download_dir>/extracted/GZIP.<file name> and reuses
+        # whatever is there: MNIST and Fashion-MNIST share their four file names, so with one
+        # download_dir for all datasets the second one prepared silently got the first's images.
+        # One download_dir per dataset keeps them apart.
         try:
-            builder.download_and_prepare(download_config=config)
+            builder.download_and_prepare(download_dir=Path(builder.data_dir_root) / "downloads" / name,
+                                         download_config=config)
         except Exception as e:  # TFDS raises many kinds (network, checksum, missing file)
             first = str(e).splitlines()[0] if str(e) else ""
             raise unavailable(f"TFDS failed with {type(e).__name__}: {first}") from e
@@ -165,7 +170,34 @@ def _tfds_arrays(name: str, data_dir: str | None, manual_dir: Path | None) -> di
         d = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
         out[f"x_{split}"] = np.asarray(d["image"], np.uint8)
         out[f"y_{split}"] = np.asarray(d["label"], np.int32)
+    problem = content_problem(name, out)
+    if problem:
+        raise DataUnavailableError(
+            f"TFDS's prepared {name!r} in {builder.data_dir} is not {name}: {problem}. It was probably built "
+            f"from another dataset's files (ltjax before this check let TFDS reuse MNIST's extracted files for "
+            f"Fashion-MNIST, which have the same names). Delete {builder.data_dir} and "
+            f"{Path(builder.data_dir_root) / 'downloads' / 'extracted'}, then load it again.")
     return out
+
+
+def content_problem(name: str, arrays: Mapping[str, np.ndarray]) -> str | None:
+    """What shows that ``arrays`` are not the dataset ``name`` (None if nothing does): the
+    image shape, the label range, and the mean pixel of the training images (x / 255, per
+    channel), which must be within 0.01 of the dataset's recorded mean. That tells MNIST
+    (0.1307) from Fashion-MNIST (0.2860), whose files share their names."""
+    info = DATASETS[name]
+    x, y = arrays["x_train"], arrays["y_train"]
+    if x.shape[1:] != info.shape:
+        return f"its images have shape {x.shape[1:]}, expected {info.shape}"
+    if len(y) and (y.min() < 0 or y.max() >= info.num_classes):
+        return f"its labels span {y.min()}..{y.max()}, expected 0..{info.num_classes - 1}"
+    # per-channel means from a histogram of each channel: no float copy of the images
+    mean = tuple(float(np.bincount(x[..., c].ravel(), minlength=256) @ np.arange(256)) / (255 * x[..., c].size)
+                 for c in range(x.shape[-1]))
+    if any(abs(m - want) > 0.01 for m, want in zip(mean, info.mean)):
+        got, want = ", ".join(f"{m:.4f}" for m in mean), ", ".join(f"{m:.4f}" for m in info.mean)
+        return f"its training images' mean pixel is {got}, expected {want}"
+    return None
 
 
 def _tiny_imagenet_arrays(manual_dir: Path | None) -> dict[str, np.ndarray]:
@@ -276,11 +308,18 @@ def load_arrays(
         return cached if cached is not None else _prepare(name, path, data_dir, manual_dir)
 
 
+# Written into every cache. Caches without it predate the content check (some held MNIST as
+# Fashion-MNIST) and are rebuilt, which runs the check.
+CACHE_FORMAT = 2
+
+
 def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     if not path.exists():
         return None
     try:
         with np.load(path) as z:
+            if "format" not in z.files or int(z["format"]) != CACHE_FORMAT:
+                return None
             return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # an unreadable (truncated, empty, foreign) cache is rebuilt
@@ -293,6 +332,6 @@ def _prepare(name: str, path: Path, data_dir: str | None, manual_dir: str | None
         arrays = _tfds_arrays(name, data_dir, resolve_manual_dir(name, manual_dir))
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, format=np.int32(CACHE_FORMAT), **arrays)
     os.replace(tmp, path)  # atomic: a killed writer never leaves a half cache
     return arrays
