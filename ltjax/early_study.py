@@ -139,7 +139,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
     if channel:
         early.channel_mask(probe, rate)  # a clear error for a model without batch norm, before any training
     settings = {"rate": rate, "exclude": list(exclude), "channel": channel}
-    d = store.init_run(config, out)
+    d = store.init_run(config, out, D.fingerprint(ds))
     s_path = d / "early.json"
     if s_path.exists() and json.loads(s_path.read_text()) != settings:
         raise ConfigError(f"{d} holds a study with pruning settings {json.loads(s_path.read_text())}, not "

@@ -404,7 +404,7 @@ def run(
                 data_dir=data_dir, manual_dir=manual_dir)
     model = build_model(config, ds)
     preflight(config, ds, model)
-    d = store.init_run(config, out)
+    d = store.init_run(config, out, D.fingerprint(ds))
     with store.RunLock(d):
         store.clear_temporaries(d)
         _check_integrity(d, repair, log)

@@ -3,6 +3,7 @@
 Layout of ``<out>/<preset>-<config hash>/``::
 
     config.json                 the full configuration
+    data.json                   the dataset's fingerprint (a resume on other data is refused)
     LOCK                        held by the process using the run (see RunLock)
     theta0/tree/                orbax: initial params, ticket axis leading
     theta_k/tree/               orbax: params at the rewind iteration (strategy=rewind, k > 0)
@@ -200,17 +201,30 @@ def _json_default(x):
     raise TypeError(f"not JSON serializable: {type(x)}")
 
 
-def init_run(config: Config, out) -> Path:
-    """Create (or reopen) the run directory of ``config``; checks a reopened one matches."""
+def init_run(config: Config, out, data: str | None = None) -> Path:
+    """Create (or reopen) the run directory of ``config``; checks a reopened one matches.
+
+    ``data`` is the dataset's :func:`ltjax.data.fingerprint`, recorded in ``data.json``: a
+    run reopened on data with another fingerprint raises instead of training on a mix (a
+    directory from before the record gets it on reopening)."""
     d = run_dir(config, out)
-    d.mkdir(parents=True, exist_ok=True)
-    cfg_path = d / "config.json"
+    cfg_path, data_path = d / "config.json", d / "data.json"
     if cfg_path.exists():
         old = Config.from_dict(json.loads(cfg_path.read_text()))
         if old.hash() != config.hash():
             raise ValueError(f"{d} holds a run of a different configuration (hash {old.hash()})")
+    if data and data_path.exists():
+        was = json.loads(data_path.read_text()).get("fingerprint")
+        if was != data:
+            raise ValueError(
+                f"{d} was trained on {config.dataset!r} data with fingerprint {was}, but the data loaded now has "
+                f"fingerprint {data}: the dataset's files or cache changed since. Resuming would mix the two; "
+                f"restore the original data, or start the run elsewhere (another --out). Nothing was changed.")
+    d.mkdir(parents=True, exist_ok=True)
     if not cfg_path.exists():
         _write_json(cfg_path, config.to_dict())
+    if data and not data_path.exists():
+        _write_json(data_path, {"dataset": config.dataset, "fingerprint": data})
     return d
 
 

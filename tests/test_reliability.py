@@ -185,6 +185,42 @@ def test_cli_reports_damage_without_traceback(finished, capsys):
 
 # -- diverging tickets ----------------------------------------------------------------------
 
+def test_resume_on_different_data_is_refused(finished, monkeypatch):
+    """The run records its data's fingerprint; reopening it on data that differs in one label
+    raises naming both fingerprints, and changes nothing in the directory."""
+    from ltjax import data as D
+
+    recorded = json.loads((finished / "data.json").read_text())
+    assert recorded["dataset"] == "mnist" and len(recorded["fingerprint"]) == 16
+    before = _snapshot(finished)
+    real = D.load
+
+    def one_label_changed(*a, **kw):
+        ds = real(*a, **kw)
+        y = ds.y_train.copy()
+        y[0] = (y[0] + 1) % 10
+        return ds._replace(y_train=y)
+
+    monkeypatch.setattr(D, "load", one_label_changed)
+    with pytest.raises(ValueError, match=f"fingerprint {recorded['fingerprint']}.*restore the original data"):
+        lottery.run(CFG, finished.parent, progress=False, log=_quiet)
+    assert _snapshot(finished) == before
+    monkeypatch.setattr(D, "load", real)
+    lottery.run(CFG, finished.parent, progress=False, log=_quiet)  # the original data reopens it
+
+
+def test_fingerprint_by_hand():
+    from ltjax import data as D
+
+    a = D.load("synthetic_mnist", validation_size=10, split_seed=1)
+    assert D.fingerprint(a) == D.fingerprint(D.load("synthetic_mnist", validation_size=10, split_seed=1))
+    assert D.fingerprint(a) != D.fingerprint(D.load("synthetic_mnist", validation_size=11, split_seed=1))
+    x = a.x_test.copy()
+    x[0, 0, 0, 0] ^= 1
+    assert D.fingerprint(a) != D.fingerprint(a._replace(x_test=x))
+    assert D.fingerprint(a) != D.fingerprint(a._replace(name="synthetic_fashion_mnist"))
+
+
 def test_nan_ticket_does_not_touch_its_neighbours():
     from tests.test_train import DS, _tickets, _trainer
     from ltjax.train import device_data

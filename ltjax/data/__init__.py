@@ -8,6 +8,7 @@ into float32 ``(x/255 - mean) / std`` inside the compiled program.
 
 from __future__ import annotations
 
+import hashlib
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -110,6 +111,18 @@ def load(
                    info.mean, info.std, info.num_classes)
 
 
+def fingerprint(ds: Dataset) -> str:
+    """A short SHA-256 over the dataset's name and every split's arrays (dtype, shape and
+    bytes): run directories record it, so a run resumed on different data (changed files, a
+    rebuilt cache, another split) stops with an error instead of mixing the two."""
+    h = hashlib.sha256(ds.name.encode())
+    for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:16]
+
+
 def xor() -> tuple[np.ndarray, np.ndarray]:
     """The four XOR points: inputs {0,1}² as float32 (4, 2), labels ``x1 xor x2`` as int32 (4,)."""
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
@@ -126,6 +139,7 @@ def normalize(x: jnp.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -
 
 
 __all__ = [
+    "fingerprint",
     "DATASETS", "Dataset", "DataUnavailableError", "SYNTHETIC_PREFIX", "cache_dir", "load", "load_arrays",
     "names", "normalize", "resolve_manual_dir", "split_validation", "synthetic_arrays", "xor",
 ]
