@@ -219,6 +219,8 @@ def test_fingerprint_by_hand():
     x[0, 0, 0, 0] ^= 1
     assert D.fingerprint(a) != D.fingerprint(a._replace(x_test=x))
     assert D.fingerprint(a) != D.fingerprint(a._replace(name="synthetic_fashion_mnist"))
+    none = D.load("synthetic_mnist", validation_size=0, split_seed=1)  # an empty split hashes too
+    assert len(none.x_val) == 0 and D.fingerprint(none) != D.fingerprint(a)
 
 
 def test_nan_ticket_does_not_touch_its_neighbours():
