@@ -12,6 +12,13 @@ program per grid row / learning rate / training-set size / window:
   gradual       Table 2: Zhu & Gupta's cubic schedule over a window, then the full schedule
   earlybird     You et al.'s rule (window 5, threshold 0.1) and the found ticket retrained
 
+The baseline always runs (its run directory resumes, as every part's does). A run of some
+parts keeps the other parts from an earlier results file of the same study, so a study too
+long for one sitting (a session limit, a Colab runtime) is run part by part:
+
+    python experiments/early_tickets.py --preset conv2_fashion_mnist_early --parts grid,earlybird
+    python experiments/early_tickets.py --preset conv2_fashion_mnist_early --parts ppr,memorization
+
     python experiments/early_tickets.py --quick                               # LeNet, minutes
     python experiments/early_tickets.py                                       # LeNet-300-100 / MNIST
     python experiments/early_tickets.py --preset conv2_fashion_mnist_early    # Conv-2 / Fashion-MNIST (CPU: hours)
@@ -55,11 +62,13 @@ def plan(preset: str, quick: bool, smoke: bool, seeds: int | None) -> tuple:
     }
     s["windows"] = sorted({tuple(w) for w in s["windows"]})
     if preset.startswith("conv2"):
-        # Conv-2 trains at ~4 steps/s on a 2-core CPU (one 5-epoch network: ~20 min), so every
-        # part is thinned to about 75k iterations in all (~5 h, resumable part by part): a 3 x 3
-        # grid, PPR at every epoch, one gradual window, 3 masks x 2 sizes of random labels, and
-        # an early-bird window of 3 (5 epochs leave too few masks for 5).
-        s.update(prune_epochs=[1, 2, E], rewind_epochs=[0, 1, 2], mem_prune_epochs=[1, E], mem_sizes=[1000, 5000],
+        # Conv-2 trains at ~4 steps/s on a 2-core CPU (one 5-epoch network: ~19 min), so every
+        # part is thinned, to two sittings of under 2 h each (--parts grid,earlybird: ~27k
+        # iterations with the baseline; --parts ppr,memorization: ~24k): a 2 x 2 grid (prune at
+        # the first and the last epoch, rewind to θ0 and to epoch 1), PPR at every epoch, one
+        # gradual window, 3 masks x 2 sizes of random labels, and an early-bird window of 3
+        # (5 epochs leave too few masks for 5).
+        s.update(prune_epochs=[1, E], rewind_epochs=[0, 1], mem_prune_epochs=[1, E], mem_sizes=[1000, 5000],
                  mem_iterations=1000, windows=[(2, 4)], window=3)
     tag = preset
     default_seeds = 1 if preset.startswith("conv2") else 2
@@ -134,9 +143,42 @@ def main():
                                                               channel=True, retrain=False, **kw)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{tag}.json").write_text(json.dumps(res, indent=1))
+    path = out / f"{tag}.json"
+    res = keep_earlier_parts(res, json.loads(path.read_text()) if path.exists() else None)
+    path.write_text(json.dumps(res, indent=1))
     plot(res, out / f"{tag}.png")
     print(f"wrote {out / f'{tag}.json'} and {tag}.png")
+
+
+# the results each part writes (gradual also runs for memorization, which uses its masks)
+PART_KEYS = {"grid": ("grid",), "ppr": ("ppr",), "memorization": ("memorization",), "gradual": ("gradual",),
+             "earlybird": ("earlybird", "earlybird_channel")}
+
+
+def keep_earlier_parts(res: dict, earlier: dict | None) -> dict:
+    """``res`` plus the parts an earlier results file of the same study has and this run did
+    not compute, so a study can be run part by part (``--parts``) across sessions that each
+    fit a time limit. The earlier file must describe the same study: same config, settings and
+    rate, and the same baseline (the dense run every part starts from; it is recomputed
+    bit-for-bit from the config on the same software and hardware). A file of a different
+    study is replaced, as before; a same-config file whose baseline differs stops the run
+    before anything is written, since its parts were computed from other weights."""
+    if earlier is None:
+        return res
+    res = json.loads(json.dumps(res))  # compare as stored: tuples become lists
+    same = all(earlier.get(k) == res[k] for k in ("preset", "config", "settings", "rate", "exclude"))
+    if not same:
+        print(f"replacing the results of a different study ({earlier.get('tag')}, other config or settings)")
+        return res
+    if earlier["baseline"]["test_acc"] != res["baseline"]["test_acc"]:
+        raise SystemExit(
+            "the results file already holds parts of this study computed from a different baseline run "
+            f"(final test acc {earlier['baseline']['test_acc'][-1]:.4f} there, {res['baseline']['test_acc'][-1]:.4f} "
+            "here: other hardware or software); run every part here, or pass another --out")
+    kept = [k for keys in PART_KEYS.values() for k in keys if k in earlier and k not in res]
+    if kept:
+        print(f"kept from the earlier results file: {', '.join(kept)}")
+    return {**res, **{k: earlier[k] for k in kept}}
 
 
 def _memo_masks(study, s, gradual, kw) -> dict:

@@ -70,8 +70,30 @@ def test_early_tickets_script_and_page(tmp_path, monkeypatch):
     assert res["epochs"] == 4 and len(res["hamming"]) == 5 and res["exclude"] == ["out"]
     assert res["baseline"]["test_acc"][-1] > 0.95  # real MNIST
     assert len(res["earlybird"]["epoch"]) == 1
+    # a second sitting runs another part and keeps the first one's
+    monkeypatch.setattr(sys, "argv", ["x", "--quick", "--seeds", "1", "--parts", "baseline,ppr",
+                                      "--runs", str(tmp_path / "runs"), "--out", str(out)])
+    early_tickets.main()
+    both = json.loads((out / "lenet_mnist_early_quick.json").read_text())
+    assert both["earlybird"] == res["earlybird"] and both["baseline"] == res["baseline"]
+    assert both["ppr"]["epochs"] == [1, 2, 3, 4]
     page = tmp_path / "page.md"
     monkeypatch.setattr(sys, "argv", ["x", "--results", str(out), "--out", str(page)])
     early_tickets_report.main()
     text = page.read_text()
     assert "LeNet-300-100 / MNIST, 80% pruned (quick)" in text and "Early-bird detection" in text and "0.159" in text
+
+
+def test_early_tickets_keeps_earlier_parts_only_of_the_same_study():
+    base = {"preset": "p", "config": {"lr": 0.1}, "settings": {"w": 3}, "rate": 0.8, "exclude": ["out"],
+            "tag": "p", "baseline": {"test_acc": [0.0, 0.9]}}
+    earlier = {**base, "grid": {"g": 1}, "earlybird": {"e": 1}, "ppr": {"old": 1}}
+    now = {**base, "ppr": {"new": 1}}
+    merged = early_tickets.keep_earlier_parts(now, earlier)
+    assert merged["grid"] == {"g": 1} and merged["earlybird"] == {"e": 1} and merged["ppr"] == {"new": 1}
+    assert early_tickets.keep_earlier_parts(now, None) == now
+    other = {**now, "config": {"lr": 0.2}}
+    assert "grid" not in early_tickets.keep_earlier_parts(other, earlier)  # another study: replaced
+    drifted = {**now, "baseline": {"test_acc": [0.0, 0.91]}}
+    with pytest.raises(SystemExit, match="different baseline"):
+        early_tickets.keep_earlier_parts(drifted, earlier)
