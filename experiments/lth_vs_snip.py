@@ -193,6 +193,9 @@ def main():
     p.add_argument("--iterations", type=int, help="training budget per round (report: 25 epochs)")
     p.add_argument("--eval-every", type=int, help="evaluation interval (must divide 500 for the patience rule)")
     p.add_argument("--rounds", type=int, help="cap on rounds")
+    p.add_argument("--flip-rows", type=int,
+                   help="flip: rows per LTH_flip run, the flip itself plus rows - 1 LTH rounds (report: 10; "
+                        "--quick: 2); fewer rows fit a CPU session")
     p.add_argument("--out", default="docs/results/lth_vs_snip", help="where the JSON and PNG go")
     p.add_argument("--runs", default="runs", help="parent of the run directories (resumable)")
     p.add_argument("--manual-dir")
@@ -215,16 +218,19 @@ def main():
         meta = {"run_dir": str(run.path), "config": base.to_dict()}
         plot_compare(rows, out / f"{tag}.png", f"LTH vs SNIP vs iterative SNIP: {title}")
     else:
+        flip_rows = a.flip_rows or (2 if a.quick else 10)
+        if not 1 <= flip_rows <= 10:
+            raise SystemExit(f"--flip-rows must be between 1 and 10 (the report's tables have 10 rows), got {flip_rows}")
         lth_cfg = base.replace(controls=())
         last = max(FLIP_FROM) + 1 if a.quick else base.rounds
         lth = lottery.run(lth_cfg.replace(rounds=max(last, max(FLIP_FROM) + 1)), a.runs, **run_kw)
         flips = {}
         for k in FLIP_FROM:
-            n_after = 2 if a.quick else 10  # the flip plus 9 LTH rounds (the report's 9 pruning iterations)
+            n_after = flip_rows  # the flip plus 9 LTH rounds in the report (its 9 pruning iterations)
             flips[k] = lottery.run(lth_cfg.replace(flip_round=k + 1, rounds=k + 1 + n_after), a.runs, **run_kw)
         rows = summarize_flip(lth, flips)
         meta = {"lth_run": str(lth.path), **{f"flip_from_{k}": str(r.path) for k, r in flips.items()},
-                "config": lth_cfg.to_dict()}
+                "flip_rows": flip_rows, "config": lth_cfg.to_dict()}
         plot_flip(rows, out / f"{tag}.png", f"LTH vs LTH_flip: {title}")
     (out / f"{tag}.json").write_text(json.dumps({"rows": rows, **meta}, indent=1))
     print(f"wrote {out / (tag + '.json')} and {out / (tag + '.png')}")

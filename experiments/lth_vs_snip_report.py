@@ -55,7 +55,7 @@ def pct(x) -> str:
 
 
 def settings(cfg: dict) -> str:
-    return (f"{cfg['seeds']} seeds, {cfg['iterations']:,} iterations per round (budget), evaluation every "
+    return (f"{cfg['seeds']} seed{'s' if cfg['seeds'] != 1 else ''}, {cfg['iterations']:,} iterations per round (budget), evaluation every "
             f"{cfg['eval_every']} iterations, early stopping on validation accuracy every "
             f"{cfg['patience_every']} iterations with patience {cfg['patience']}")
 
@@ -149,8 +149,14 @@ def claims_section(preset: str, cmp: dict | None, flip: dict | None) -> list[str
         lth = sum(r["lth"]["early_stop_iteration"] for r in rows) / len(rows)
         sn = sum(r["snip"]["early_stop_iteration"] for r in rows) / len(rows)
         faster = sum(r["lth"]["early_stop_iteration"] < r["snip"]["early_stop_iteration"] for r in rows)
-        out.append(f"| LTH generally converges faster than SNIP (early-stop iteration) | mean over rounds "
-                   f"{lth:,.0f} (LTH) vs {sn:,.0f} (SNIP); LTH earlier in {faster}/{len(rows)} rounds |")
+        budget = cmp["config"]["iterations"]
+        if all(r[n]["early_stop_iteration"] == budget for r in rows for n in ("lth", "snip")):
+            out.append(f"| LTH generally converges faster than SNIP (early-stop iteration) | not testable at this "
+                       f"scale: every network's best model is at the end of the {budget:,}-iteration budget "
+                       "(the patience rule never stopped one) |")
+        else:
+            out.append(f"| LTH generally converges faster than SNIP (early-stop iteration) | mean over rounds "
+                       f"{lth:,.0f} (LTH) vs {sn:,.0f} (SNIP); LTH earlier in {faster}/{len(rows)} rounds |")
         ov = [r["snip_masks"]["total"]["overlap"] / r["snip_masks"]["total"]["kept"] for r in rows]
         out.append(f"| the LTH and SNIP masks share fewer weights the more is pruned | overlap / kept from "
                    f"{100 * ov[0]:.1f}% (round 1) to {100 * ov[-1]:.1f}% (round {last['round']}) |")
@@ -197,8 +203,10 @@ def flip_section(preset: str, d: dict, png: str) -> list[str]:
     keys = [k for k in d["rows"][0] if k.startswith("flip_from_")]
     out = [f"## {label}: LTH vs LTH_flip (Tables 2–3, Figures 3–4)", "",
            f"ltjax: {settings(d['config'])}. LTH_flip *k*: the LTH mask m after round *k* is complemented "
-           "(m' = 1 − m on the prunable weights; the flip counts as one pruning round, row 1), then 9 more "
-           "LTH rounds give mask s. Every flip round checks that s shares no weight with m "
+           f"(m' = 1 − m on the prunable weights; the flip counts as one pruning round, row 1), then "
+           f"{d.get('flip_rows', 10) - 1} more LTH rounds give mask s"
+           f"{'' if d.get('flip_rows', 10) == 10 else ' (the report: 9)'}. Every flip round checks "
+           "that s shares no weight with m "
            "(`shared` column: 0 means none).", ""]
     head = "| row | LTH % remaining | LTH es-iter | " + " | ".join(
         f"flip {k.split('_')[-1]}: % remaining, es-iter, shared" for k in keys) + " |"
@@ -245,6 +253,10 @@ def main():
                 found = True
                 loaded[mode] = json.loads(f.read_text())
                 lines += section(preset, loaded[mode], rel(f.with_suffix(".png")))
+        if "compare" in loaded and "flip" not in loaded:
+            lines += [f"LTH_flip (the report's Table {2 if preset.startswith('lenet') else 3}) has not been run "
+                      f"for this preset yet: `python experiments/lth_vs_snip.py flip --preset {preset}` "
+                      "(`--flip-rows` and `--iterations` size it for a CPU).", ""]
         if loaded:
             lines += claims_section(preset, loaded.get("compare"), loaded.get("flip"))
     if not found:

@@ -1,5 +1,6 @@
-"""The experiment scripts of the layerwise-importance and early-ticket papers, end to end at
-toy size on real MNIST: the study, its JSON, its figures and the results page built from it."""
+"""The experiment scripts of the LTH-vs-SNIP report and the layerwise-importance and
+early-ticket papers, end to end at toy size on real MNIST: the study, its JSON, its figures
+and the results page built from it."""
 
 import json
 import sys
@@ -15,6 +16,8 @@ import early_tickets  # noqa: E402
 import early_tickets_report  # noqa: E402
 import layerwise_importance as li  # noqa: E402
 import layerwise_importance_report as li_report  # noqa: E402
+import lth_vs_snip  # noqa: E402
+import lth_vs_snip_report  # noqa: E402
 
 
 def _quiet(_):
@@ -97,3 +100,32 @@ def test_early_tickets_keeps_earlier_parts_only_of_the_same_study():
     drifted = {**now, "baseline": {"test_acc": [0.0, 0.91]}}
     with pytest.raises(SystemExit, match="different baseline"):
         early_tickets.keep_earlier_parts(drifted, earlier)
+
+
+def test_lth_vs_snip_script_flip_rows_and_page(tmp_path, monkeypatch):
+    out, runs = tmp_path / "results", str(tmp_path / "runs")
+    common = ["--quick", "--seeds", "1", "--iterations", "500", "--runs", runs, "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["x", "compare", "--rounds", "2", *common])
+    lth_vs_snip.main()
+    page = tmp_path / "page.md"
+    monkeypatch.setattr(sys, "argv", ["x", "--results", str(out), "--out", str(page)])
+    lth_vs_snip_report.main()
+    text = page.read_text()
+    assert "LTH vs SNIP vs iterative SNIP" in text and "Table 2) has not been run for this preset yet" in text
+
+    monkeypatch.setattr(sys, "argv", ["x", "flip", "--flip-rows", "3", *common])
+    lth_vs_snip.main()
+    res = json.loads((out / "lenet_mnist_lth_snip_flip.json").read_text())
+    assert res["flip_rows"] == 3
+    for k in ("flip_from_7", "flip_from_8"):
+        # rows 1..3 of each flip run, nothing after; the flipped masks share no weight with m
+        assert [r[k]["shared_with_flipped"] for r in res["rows"] if k in r] == [0, 0, 0]
+        assert [r["row"] for r in res["rows"] if k in r] == [1, 2, 3]
+    monkeypatch.setattr(sys, "argv", ["x", "--results", str(out), "--out", str(page)])
+    lth_vs_snip_report.main()
+    text = page.read_text()
+    assert "then 2 more LTH rounds give mask s (the report: 9)" in text and "has not been run" not in text
+
+    monkeypatch.setattr(sys, "argv", ["x", "flip", "--flip-rows", "11", *common])
+    with pytest.raises(SystemExit, match="--flip-rows must be between 1 and 10"):
+        lth_vs_snip.main()
