@@ -226,8 +226,8 @@ def main():
         lth = lottery.run(lth_cfg.replace(rounds=max(last, max(FLIP_FROM) + 1)), a.runs, **run_kw)
         flips = {}
         for k in FLIP_FROM:
-            n_after = flip_rows  # the flip plus 9 LTH rounds in the report (its 9 pruning iterations)
-            flips[k] = lottery.run(lth_cfg.replace(flip_round=k + 1, rounds=k + 1 + n_after), a.runs, **run_kw)
+            # rows: the flip plus flip_rows - 1 LTH rounds (the report: 9, its 9 pruning iterations)
+            flips[k] = lottery.run(lth_cfg.replace(flip_round=k + 1, rounds=k + 1 + flip_rows), a.runs, **run_kw)
         rows = summarize_flip(lth, flips)
         meta = {"lth_run": str(lth.path), **{f"flip_from_{k}": str(r.path) for k, r in flips.items()},
                 "flip_rows": flip_rows, "config": lth_cfg.to_dict()}

@@ -54,8 +54,17 @@ def pct(x) -> str:
     return "—" if x is None else f"{100 * x:.2f}"
 
 
+def seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def at_budget(rows: list[dict], nets, budget: int) -> bool:
+    """Every network's best model is at the end of the budget: early-stop iterations say nothing."""
+    return all(r[n]["early_stop_iteration"] == budget for r in rows for n in nets)
+
+
 def settings(cfg: dict) -> str:
-    return (f"{cfg['seeds']} seed{'s' if cfg['seeds'] != 1 else ''}, {cfg['iterations']:,} iterations per round (budget), evaluation every "
+    return (f"{seeds(cfg['seeds'])}, {cfg['iterations']:,} iterations per round (budget), evaluation every "
             f"{cfg['eval_every']} iterations, early stopping on validation accuracy every "
             f"{cfg['patience_every']} iterations with patience {cfg['patience']}")
 
@@ -150,7 +159,7 @@ def claims_section(preset: str, cmp: dict | None, flip: dict | None) -> list[str
         sn = sum(r["snip"]["early_stop_iteration"] for r in rows) / len(rows)
         faster = sum(r["lth"]["early_stop_iteration"] < r["snip"]["early_stop_iteration"] for r in rows)
         budget = cmp["config"]["iterations"]
-        if all(r[n]["early_stop_iteration"] == budget for r in rows for n in ("lth", "snip")):
+        if at_budget(rows, ("lth", "snip"), budget):
             out.append(f"| LTH generally converges faster than SNIP (early-stop iteration) | not testable at this "
                        f"scale: every network's best model is at the end of the {budget:,}-iteration budget "
                        "(the patience rule never stopped one) |")
@@ -179,26 +188,24 @@ def claims_section(preset: str, cmp: dict | None, flip: dict | None) -> list[str
         if both:
             lth_es = sum(r["lth"]["early_stop_iteration"] for r in both) / len(both)
             lth_acc = sum(r["lth"]["test_acc"] for r in both) / len(both)
-            parts, gaps = [], []
+            parts, gaps, flip_es = [], [], []
             for k in keys:
                 es = sum(r[k]["early_stop_iteration"] for r in both) / len(both)
                 acc = sum(r[k]["test_acc"] for r in both) / len(both)
+                flip_es.append(es)
                 gaps.append(100 * (lth_acc - acc))
                 parts.append(f"flip {k.split('_')[-1]}: {es:,.0f} iterations, {100 * acc:.2f}%")
             shared = max(r[k].get("shared_with_flipped", 0) for r in flip["rows"] for k in keys if k in r)
-            flip_es = [sum(r[k]["early_stop_iteration"] for r in both) / len(both) for k in keys]
             slower = all(f > 1.2 * lth_es for f in flip_es)
             budget = flip["config"]["iterations"]
-            seeds = flip["config"]["seeds"]
-            at_budget = all(r[k]["early_stop_iteration"] == budget for r in both for k in ("lth", *keys))
-            if at_budget:
+            if at_budget(both, ("lth", *keys), budget):
                 speed = (f"convergence speed is not testable at this scale: every network's best model is at "
                          f"the end of the {budget:,}-iteration budget")
             elif slower:
                 speed = "the flips converge slower, as the report found"
             else:
-                speed = (f"the flips do not converge slower here, unlike the report (with {seeds} "
-                         f"seed{'s' if seeds != 1 else ''} the early-stop iteration of a round varies by about "
+                speed = (f"the flips do not converge slower here, unlike the report (with "
+                         f"{seeds(flip['config']['seeds'])} the early-stop iteration of a round varies by about "
                          "±1,000 between seeds)")
             gap = ", ".join(f"{g:+.2f}" for g in gaps)
             if preset.startswith("lenet"):
@@ -219,11 +226,11 @@ def flip_section(preset: str, d: dict, png: str) -> list[str]:
     paper = PAPER.get(preset)
     label = paper["label"] if paper else LABELS.get(preset, preset)
     keys = [k for k in d["rows"][0] if k.startswith("flip_from_")]
+    n_rows = d.get("flip_rows", 10)
     out = [f"## {label}: LTH vs LTH_flip (Tables 2–3, Figures 3–4)", "",
            f"ltjax: {settings(d['config'])}. LTH_flip *k*: the LTH mask m after round *k* is complemented "
            f"(m' = 1 − m on the prunable weights; the flip counts as one pruning round, row 1), then "
-           f"{d.get('flip_rows', 10) - 1} more LTH rounds give mask s"
-           f"{'' if d.get('flip_rows', 10) == 10 else ' (the report: 9)'}. Every flip round checks "
+           f"{n_rows - 1} more LTH rounds give mask s{'' if n_rows == 10 else ' (the report: 9)'}. Every flip round checks "
            "that s shares no weight with m "
            "(`shared` column: 0 means none).", ""]
     head = "| row | LTH % remaining | LTH es-iter | " + " | ".join(
