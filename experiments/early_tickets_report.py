@@ -54,6 +54,12 @@ def section(res: dict, rel: str) -> list[str]:
              f"layers kept whole: {', '.join(res['exclude'])}. Accuracies are final test accuracy (%) after the "
              "network's full training, mean over seeds.", "",
              f"![figures]({rel}/{res['tag']}.png)", ""]
+    missing = [k for k in ("grid", "ppr", "memorization", "gradual", "earlybird") if k not in res]
+    if missing:  # a study run in sittings (--parts) that has not had all of them yet
+        run = [k for k in missing if not (k == "gradual" and "memorization" in missing)]  # memorization runs gradual
+        lines += [f"**Not run yet:** {', '.join(missing)}. `python experiments/early_tickets.py --preset "
+                  f"{res['preset']}" + (f" --{mode}" if mode else "") + rate_flag + f" --parts {','.join(run)}` "
+                  "adds them to this study's results (same baseline, other parts kept).", ""]
     if "grid" in res:
         g = res["grid"]
         acc = 100 * np.asarray(g["final_test_acc"])  # [s][v]

@@ -85,6 +85,8 @@ def test_early_tickets_script_and_page(tmp_path, monkeypatch):
     early_tickets_report.main()
     text = page.read_text()
     assert "LeNet-300-100 / MNIST, 80% pruned (quick)" in text and "Early-bird detection" in text and "0.159" in text
+    assert "**Not run yet:** grid, memorization, gradual." in text  # and the command that adds them
+    assert "--preset lenet_mnist_early --quick --parts grid,memorization`" in text
 
 
 def test_early_tickets_keeps_earlier_parts_only_of_the_same_study():
