@@ -223,7 +223,9 @@ def plot(res: dict, path: Path) -> None:
         ax["grid"].set_yticks(range(len(g["rewind_epochs"])), g["rewind_epochs"])
         for i in range(acc.shape[0]):
             for j in range(acc.shape[1]):
-                ax["grid"].text(j, i, f"{acc[i, j]:.1f}", ha="center", va="center", fontsize=6, color="w")
+                dark = im.norm(acc[i, j]) > 0.6  # magma is pale at the top: black text there, white below
+                ax["grid"].text(j, i, f"{acc[i, j]:.1f}", ha="center", va="center", fontsize=6,
+                                color="k" if dark else "w")
         ax["grid"].set(title="Fig. 1: final test acc (%)", xlabel="prune epoch s", ylabel="rewind epoch v")
     if "ppr" in res:
         r = res["ppr"]
@@ -243,6 +245,7 @@ def plot(res: dict, path: Path) -> None:
             ax["earlybird"].plot(range(len(dd)), [max(d) if d else np.nan for d in dd], marker="o", ms=3,
                                  label=f"seed {seed}: EB epoch {eb['epoch'][seed]}")
         ax["earlybird"].axhline(eb["threshold"], color="k", ls=":")
+        ax["earlybird"].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs
         ax["earlybird"].set(title=f"early-bird: max distance to last {eb['window'] - 1} masks", xlabel="epoch",
                             ylabel="normalized Hamming distance")
     for a_ in axes.ravel():
