@@ -106,7 +106,9 @@ def section(res: dict, rel: str) -> list[str]:
         r = res["ppr"]
         lines += ["### Figure 4: pseudo-prune-then-retrain", "",
                   "A copy of each epoch's weights, pruned, retrained one epoch at a constant lr (fresh optimizer), "
-                  "then tested; baseline = the unpruned run at that epoch.", "",
+                  f"then tested; baseline = the unpruned run at that epoch, whose own lr is {cfg['lr']:g} before its "
+                  "drops (the paper's ResNet-20 trains at 0.1, so there 0.1 is the baseline's lr and 0.01 its first "
+                  "drop).", "",
                   "| epoch | baseline | " + " | ".join(f"PPR lr {lr:g}" for lr in r["lrs"]) + " |",
                   "|" + "---|" * (len(r["lrs"]) + 2)]
         for i, e in enumerate(r["epochs"]):
