@@ -20,6 +20,7 @@ from ltjax.lottery import build_model, round_start, ticket_keys
 from ltjax.pruning import prune_count
 from ltjax.store import load_run
 from ltjax.train import device_data, make_trainer
+from tests.helpers import assert_masks_agree
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,10 @@ def reset_run(tmp_path_factory):
 
 def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _none(x):
+    return x is None
 
 
 def _expected_counts(n: int, rate: float, rounds: int) -> list[int]:
@@ -140,15 +145,18 @@ def test_rewind_snapshots_theta_k_and_starts_there(tmp_path):
 
 def test_ticket_chunks_give_the_same_run(tmp_path):
     """``ticket_chunk`` schedules the tickets differently but computes the same study (and the
-    progress bar counts every chunk's iterations)."""
+    progress bar counts every chunk's iterations). One-by-one and vmapped programs agree to
+    float rounding, so the weights are compared to a tolerance and the masks by
+    :func:`tests.helpers.assert_masks_agree` (exact counts, positions up to near-ties)."""
     cfg = SMALL.replace(strategy="rewind", rewind_iteration=200, iterations=600, eval_every=100, rounds=2)
     a = lottery.run(cfg, tmp_path / "a", progress=False, log=_quiet)
     b = lottery.run(cfg, tmp_path / "b", progress=False, log=_quiet, ticket_chunk=1)
     assert a.path.name == b.path.name  # not part of the configuration's hash
     for ra, rb in zip(a.rounds, b.rounds):
-        for x, y in zip(_leaves(ra.mask), _leaves(rb.mask)):
-            np.testing.assert_array_equal(x, y)
-        for x, y in zip(_leaves(ra.params), _leaves(rb.params)):
+        assert_masks_agree(ra.mask, rb.mask)
+        for x, y, m in zip(_leaves(ra.params), _leaves(rb.params), jax.tree.leaves(ra.mask, is_leaf=_none)):
+            if m is not None:  # pruned weights exactly 0 in both
+                assert (x[~np.asarray(m)] == 0).all() and (y[~np.asarray(m)] == 0).all()
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="ticket_chunk=0 is not valid"):
         lottery.run(cfg, tmp_path / "c", progress=False, log=_quiet, ticket_chunk=0)
@@ -229,7 +237,7 @@ assert x.sharding.shard_shape(x.shape) == (2, 3)  # 2 tickets per device
 assert ticket_mesh(6).devices.size == 6  # fewer tickets than devices: one each
 y = shard_tickets(np.zeros((12, 3)), ticket_mesh(12))
 assert y.sharding.shard_shape(y.shape) == (12, 3)  # 12 on 8 does not split: kept whole between programs
-cfg = presets.get("lenet_mnist_openlth").replace(iterations=300, eval_every=100, seeds=16, rounds=2)
+cfg = presets.get("lenet_mnist_openlth").replace(widths=(64,), iterations=200, eval_every=100, seeds=16, rounds=2)
 lottery.run(cfg, sys.argv[1], progress=False, log=lambda s: None)
 lottery.run(cfg.replace(seeds=12, rounds=1), sys.argv[2], progress=False, log=lambda s: None)
 """
@@ -238,14 +246,15 @@ lottery.run(cfg.replace(seeds=12, rounds=1), sys.argv[2], progress=False, log=la
 def test_sixteen_tickets_on_eight_devices_match_single_device(tmp_path):
     """16 tickets sharded 2 per device over 8 forced host devices compute exactly what one
     device computes vmapping 2 tickets at a time (``ticket_chunk=2``: the same per-device
-    program). Vmapping all 16 at once batches the matmuls differently; 300 SGD steps amplify
-    that rounding to ~1e-2 in the weights, so against it the masks and accuracies are compared.
+    program). Vmapping all 16 at once batches the matmuls differently (float32 reassociation),
+    which 200 SGD steps amplify in the weights, so against it the accuracies are
+    compared, to 0.2 points (a few of 10,000 test images).
     12 tickets, which 8 devices do not divide, are padded to 16 inside the program (2 per
     device, the last ticket's copies dropped) and equal one device's 2-ticket chunks too."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "multi"), str(tmp_path / "twelve")],
                    check=True, env=env)
-    cfg = presets.get("lenet_mnist_openlth").replace(iterations=300, eval_every=100, seeds=16, rounds=2)
+    cfg = presets.get("lenet_mnist_openlth").replace(widths=(64,), iterations=200, eval_every=100, seeds=16, rounds=2)
     pairs = lottery.run(cfg, tmp_path / "pairs", progress=False, log=_quiet, ticket_chunk=2)
     (multi_dir,) = list((tmp_path / "multi").iterdir())
     multi = load_run(multi_dir)

@@ -65,9 +65,14 @@ def test_snip_mask_is_snip_of_theta0_on_the_tickets_first_batch(snip_run):
     ticket_mask = jax.tree.map(lambda a: a[1], snip_run.rounds[2].mask)
     got = snip_run.rounds[2].metrics["controls"]["snip"]["vs_ticket"]
     ref = M.compare(ticket_mask, m)
+    # The run computed the saliencies of both tickets vmapped, this is ticket 1 alone: they may
+    # round differently, so a near-tie may swap (global pruning: only the total kept is exact).
+    # Each swap moves a layer's overlap by at most 1; allow a few per layer.
+    assert int(np.asarray(got["total"]["kept_b"])[0][1]) == int(ref["total"]["kept_b"])
     for layer in ("fc1", "fc2", "out", "total"):
         for k in ("overlap", "only_a", "kept_b"):
-            assert int(np.asarray(got[layer][k])[0][1]) == int(ref[layer][k]), (layer, k)
+            a, b = int(np.asarray(got[layer][k])[0][1]), int(ref[layer][k])
+            assert abs(a - b) <= max(2, 1e-3 * int(ref[layer]["kept_a"])), (layer, k, a, b)
 
 
 def test_patience_early_stop_is_recorded(snip_run):

@@ -100,6 +100,7 @@ def test_several_scores_in_one_program(tmp_path):
     seed share θ0 and each is pruned by its own score."""
     from ltjax import lottery, presets, report
     from ltjax import masks as Mk
+    from tests.helpers import assert_masks_agree
 
     base = presets.get("lenet_mnist_openlth").replace(iterations=469, eval_every=469, seeds=2, rounds=2)
     run = lottery.run(base.replace(scores=("magnitude", "l1", "lamp")), tmp_path, progress=False, log=lambda _: None)
@@ -115,8 +116,10 @@ def test_several_scores_in_one_program(tmp_path):
         p = jax.tree.map(lambda a: a[t], params0)
         dense = jax.tree.map(lambda a: a[t], run.rounds[0].mask)
         want = pruning.prune(scores.get(name)(p, dense), dense, 0.2, scope="global", exclude=("out",))
-        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(jax.tree.map(lambda a: a[t], run.rounds[1].mask))):
-            np.testing.assert_array_equal(np.asarray(a), b)
+        got = jax.tree.map(lambda a: a[t], run.rounds[1].mask)
+        # the run scored 6 tickets vmapped, this one alone: l1's and lamp's layer sums may round
+        # differently, so positions agree up to near-ties (global pruning: the total is exact)
+        assert_masks_agree(want, got, per_layer_counts=False, batched=False)
     total = lambda t: sum(int(v[t]) for v in run.rounds[1].metrics["remaining"].values())  # noqa: E731
     assert len({total(t) for t in range(6)}) == 1  # global pruning: the same count for every score
     lm = Mk.layer_names(run.rounds[1].mask)

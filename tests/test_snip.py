@@ -10,6 +10,7 @@ from ltjax import masks as M
 from ltjax import models, pruning, snip
 from ltjax.data import normalize
 from ltjax.train import loss_and_correct
+from tests.helpers import assert_masks_agree
 
 MODEL = models.mlp((6, 5), input_shape=(4, 4, 1), num_outputs=3, init="glorot_normal")
 MEAN, STD = (0.5,), (0.25,)
@@ -134,7 +135,8 @@ def test_iterative_snip_under_vmap_with_per_ticket_schedules(setup):
     out = jax.vmap(lambda p, m, ks: snip.iterative_snip(loss_fn, p, m, x, y, ks))(P, D, keeps)
     assert [sum(int(v[t]) for v in jax.vmap(M.count)(out).values()) for t in range(2)] == [60, 70]
     single = snip.iterative_snip(loss_fn, params, dense, x, y, [80, 60])
-    np.testing.assert_array_equal(flat(jax.tree.map(lambda a: a[0], out)), flat(single))
+    # vmapped and alone: the saliencies may round differently, so up to near-ties (exact total)
+    assert_masks_agree(jax.tree.map(lambda a: a[0], out), single, per_layer_counts=False, batched=False)
 
 
 def test_geometric_schedule_by_hand():
