@@ -190,7 +190,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
                 f"{config.seeds} seed(s) in one program")
             bar = lottery._Bar(progress)
             trainer = make_trainer(model, config.train_spec()._replace(eval_every=spe), ds.mean, ds.std,
-                                   progress=bar, ticket_chunk=ticket_chunk, mesh=mesh)
+                                   progress=bar if progress else None, ticket_chunk=ticket_chunk, mesh=mesh)
             dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(params)
             for e in range(last + 1, epochs + 1):
                 t0 = time.perf_counter()

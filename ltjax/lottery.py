@@ -509,8 +509,10 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
 
     bar = _Bar(progress)
-    trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar, ticket_chunk=ticket_chunk,
-                           mesh=mesh)
+    # No bar, no host callback: a program without one can be kept in JAX's persistent
+    # compilation cache (the callback changes nothing it computes)
+    trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar if progress else None,
+                           ticket_chunk=ticket_chunk, mesh=mesh)
     passes = lambda n: -(-n // ticket_chunk) if ticket_chunk else 1  # noqa: E731  (chunks of n tickets)
     k, iters = config.rewind_step(), config.iterations
     theta_k = shard_tickets(store.load_once(d / "theta_k"), mesh) if (d / "theta_k").exists() else None
