@@ -12,10 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # dozens of subprocesses its kill-and-resume, CLI, notebook and script tests start. JAX's
 # persistent compilation cache, shared by all of them, compiles each once (a cached executable
 # is the compiled program itself, so nothing computed changes). Set JAX_COMPILATION_CACHE_DIR
-# to use another folder; it is bounded to 2 GB, least recently used first out. Small programs
-# are kept too: a subprocess compiles dozens of them (init, pruning, metrics).
+# to use another folder (delete it freely: it is only a cache). Small programs are kept too: a
+# subprocess compiles dozens of them (init, pruning, metrics). No size bound: JAX needs the
+# filelock package for one (without it, setting a bound disables the cache).
 import tempfile  # noqa: E402
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "ltjax-tests-jax-cache"))
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024**3))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
