@@ -6,6 +6,8 @@ of the *surviving* weights removed per round (sparsity steps), not densities.
 
 from __future__ import annotations
 
+import difflib
+
 from ltjax.config import Config, ConfigError
 
 PRESETS: dict[str, tuple[Config, str]] = {
@@ -166,7 +168,9 @@ PRESETS: dict[str, tuple[Config, str]] = {
 def get(name: str) -> Config:
     """A preset by name; an unknown name raises with the valid choices."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+        close = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown preset {name!r}{hint}; valid presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[name][0]
 
 

@@ -64,9 +64,11 @@ def test_presets_fields(capsys):
 
 def test_unknown_preset(capsys, tmp_path, no_training):
     err = _user_error(capsys, "run", "nope", "--out", tmp_path / "runs")
-    assert "'nope'" in err
+    assert "'nope'" in err and "did you mean" not in err
     for name in presets.PRESETS:
         assert name in err
+    typo = _user_error(capsys, "run", "lenet_mnist_icrl2019", "--out", tmp_path / "runs")
+    assert "'lenet_mnist_icrl2019' (did you mean 'lenet_mnist_iclr2019'?)" in typo
 
 
 def test_unknown_key(capsys, tmp_path, no_training):
