@@ -140,7 +140,15 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **kw) -> "Config":
-        return dataclasses.replace(self, **kw)
+        """A copy with the given fields changed, validated (a bad value raises ConfigError here,
+        not later at ``run``). Change fields that depend on each other (``iterations`` and
+        ``rewind_iteration``, say) in one call."""
+        types = _field_types()
+        unknown = [k for k in kw if k not in types]
+        if unknown:
+            raise ConfigError(f"unknown config key {_show(unknown[0])}{did_you_mean(unknown[0], types)}; "
+                              f"valid keys: {', '.join(sorted(types))}")
+        return dataclasses.replace(self, **kw).validate()
 
     def __post_init__(self):
         # Normalize equivalent Python values (an int or numpy scalar for a float field, a list
@@ -354,13 +362,18 @@ def _normalize(tp, v):
     return v
 
 
+def did_you_mean(name: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a misspelt ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def parse_value(key: str, text: str):
     """Parse a ``--set`` value by the field's type: ``300,100`` → (300, 100), ``out:0.1`` → (("out", 0.1),)."""
     types = _field_types()
     if key not in types:
-        close = difflib.get_close_matches(key, list(types), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown config key {_show(key)}{hint}; valid keys: {', '.join(sorted(types))}")
+        raise ConfigError(f"unknown config key {_show(key)}{did_you_mean(key, types)}; "
+                          f"valid keys: {', '.join(sorted(types))}")
     return _coerce(key, text.strip())
 
 

@@ -6,9 +6,7 @@ of the *surviving* weights removed per round (sparsity steps), not densities.
 
 from __future__ import annotations
 
-import difflib
-
-from ltjax.config import Config, ConfigError
+from ltjax.config import Config, ConfigError, did_you_mean
 
 PRESETS: dict[str, tuple[Config, str]] = {
     "lenet_mnist_2018": (
@@ -168,9 +166,8 @@ PRESETS: dict[str, tuple[Config, str]] = {
 def get(name: str) -> Config:
     """A preset by name; an unknown name raises with the valid choices."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown preset {name!r}{hint}; valid presets: {', '.join(sorted(PRESETS))}")
+        raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
+                          f"valid presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[name][0]
 
 

@@ -232,6 +232,19 @@ def test_hash_ignores_rounds_not_lr():
     assert c.replace(seeds=2).hash() != c.hash()
 
 
+def test_replace_validates_what_it_sets():
+    c = presets.get("lenet_mnist_iclr2019")
+    with pytest.raises(ConfigError, match=r"prune_rate=-0\.2 is not valid: must be a fraction in \(0, 1\)"):
+        c.replace(prune_rate=-0.2)
+    with pytest.raises(ConfigError, match="rewind_iteration=5000 is not valid"):
+        c.replace(strategy="rewind", rewind_iteration=5000, iterations=1000, eval_every=500)
+    with pytest.raises(ConfigError, match="'prune_rat' \\(did you mean 'prune_rate'\\?\\)"):
+        c.replace(prune_rat=0.2)
+    # fields that depend on each other change together in one call
+    r = c.replace(strategy="rewind", rewind_iteration=500, iterations=1000, eval_every=500)
+    assert (r.iterations, r.rewind_iteration) == (1000, 500) and c.iterations != 1000
+
+
 def test_config_roundtrip_through_dict():
     for name in presets.PRESETS:
         c = presets.get(name)
