@@ -219,12 +219,11 @@ def make_trainer(
         opt = make_optimizer(spec, start_step if origin is None else origin)
         aug_key = jax.random.split(key)[1]  # independent of the data-order keys fold_in(key, epoch)
 
-        def step(carry, t):
-            params, opt_state, mask = carry
+        def step(carry, t_idx):
+            (params, opt_state, mask), (t, idx) = carry, t_idx
             if mask_update is not None:
                 mask = mask_update(t, params, mask)
                 params = apply_mask(params, mask)
-            idx = batch_indices(key, n, B, t)
             x = augment(spec.augment, jax.random.fold_in(aug_key, t), data.x_train[idx])
             (loss, (acc, stepped)), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, x, data.y_train[idx])
             updates, opt_state = opt.update(apply_mask(grads, mask), opt_state, params)
@@ -235,7 +234,10 @@ def make_trainer(
 
         def chunk(carry, c):
             ts = start_step + c * E + jnp.arange(E, dtype=jnp.int32)
-            carry, (losses, accs) = lax.scan(step, carry, ts)
+            # the E batches' indices at once, outside the step loop: integer work vectorized over
+            # the segment rather than a few scalar operations (and a loop) inside every step
+            idxs = jax.vmap(lambda t: batch_indices(key, n, B, t))(ts)
+            carry, (losses, accs) = lax.scan(step, carry, (ts, idxs))
             val = evaluate(carry[0], data.x_val, data.y_val, data.w_val)
             test = evaluate(carry[0], data.x_test, data.y_test, data.w_test)
             done = (c + 1) * E
