@@ -4,6 +4,7 @@ the keyed index shuffle, and the errors raised when data cannot be found."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -303,6 +304,29 @@ def test_cache_written_then_reused(isolated, tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".mnist.lock", "mnist.npz"]
 
 
+def test_cached_load_names_the_inputs_it_does_not_read(isolated, tmp_path, monkeypatch, capsys):
+    _fake_source(monkeypatch)
+    D.load_arrays("mnist")
+    assert "note" not in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    D.load_arrays("mnist", manual_dir=str(tmp_path / "empty"), data_dir=str(isolated))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ltjax: note: 'mnist' comes from the decoded cache ")
+    assert f"manual_dir {tmp_path / 'empty'} and data_dir {isolated} are not read" in err
+    assert "LTJAX_CACHE_DIR" in err
+    D.load_arrays("mnist", data_dir=str(isolated))
+    assert f"data_dir {isolated} is not read" in capsys.readouterr().err
+
+
+def test_a_manual_dir_that_is_not_a_folder_is_an_error(isolated, tmp_path, monkeypatch):
+    _fake_source(monkeypatch)
+    D.load_arrays("mnist")  # cached: still, the folder the user named must exist
+    for bad in (tmp_path / "missing", tmp_path / "cache" / "mnist.npz"):
+        with pytest.raises(D.DataUnavailableError, match=f"manual directory {re.escape(str(bad))} is not a "
+                                                          f"directory.*train-images-idx3-ubyte.gz"):
+            D.load_arrays("mnist", manual_dir=str(bad))
+
+
 def test_concurrent_loaders_prepare_once(isolated, tmp_path, monkeypatch):
     """Loaders starting together (two experiments, parallel test workers) prepare the dataset
     once: the others wait on the lock and read the cache the first one wrote."""
@@ -438,9 +462,22 @@ def test_fashion_mnist_prepared_from_manual_dir(mnist_arrays, isolated, tmp_path
 @needs_shared
 def test_mnist_then_fashion_mnist_in_one_tfds_data_dir(isolated):
     """Regression: TFDS extracts manual files under their own names, which MNIST and
-    Fashion-MNIST share; preparing both in one data_dir gave Fashion-MNIST MNIST's images."""
-    mnist = D.load_arrays("mnist", data_dir=str(isolated), manual_dir=str(SHARED))
-    fashion = D.load_arrays("fashion_mnist", data_dir=str(isolated), manual_dir=str(SHARED))
+    Fashion-MNIST share; preparing both in one data_dir gave Fashion-MNIST MNIST's images.
+
+    The preparation runs in a fresh process, as a first `ltjax run` does, and prints none of
+    TensorFlow's start-up noise (it logs when it is loaded, so only a fresh process shows it)."""
+    code = ("from ltjax import data as D; import sys\n"
+            "for name in ('mnist', 'fashion_mnist'):\n"
+            "    print(name, D.load_arrays(name, data_dir=sys.argv[1], manual_dir=sys.argv[2])['x_train'].shape)")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # LTJAX_CACHE_DIR: isolated's
+    r = subprocess.run([sys.executable, "-c", code, str(isolated), str(SHARED)], env=env, capture_output=True,
+                       text=True, timeout=500)
+    assert r.returncode == 0, r.stderr
+    shapes = [line for line in r.stdout.splitlines() if line.endswith("(60000, 28, 28, 1)")]
+    assert shapes == ["mnist (60000, 28, 28, 1)", "fashion_mnist (60000, 28, 28, 1)"], r.stdout
+    for noise in ("cuInit", "cuda drivers", "oneDNN", "E0000", "W0000", "I0000"):
+        assert noise not in r.stderr, r.stderr
+    mnist, fashion = D.load_arrays("mnist"), D.load_arrays("fashion_mnist")  # from the cache it wrote
     assert abs(_pixel_stats(mnist["x_train"])[0] - 0.1307) < 1e-3
     assert abs(_pixel_stats(fashion["x_train"])[0] - 0.2860) < 1e-3
     assert not np.array_equal(fashion["y_train"], mnist["y_train"])

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -124,7 +125,42 @@ def _check_name(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+def _quiet_tensorflow():
+    """Import TensorFlow (for TFDS) without its C++ start-up noise and without GPUs.
+
+    TensorFlow >= 2.18 logs from static initializers before its logging is configured, so
+    ``TF_CPP_MIN_LOG_LEVEL`` cannot silence ``Could not find cuda drivers``, ``failed call to
+    cuInit`` or the oneDNN notice: file descriptor 2 goes to a temporary file while TensorFlow
+    loads and sets up its devices, and what it wrote is shown only if that fails. GPUs are
+    hidden from it: TFDS only decodes files on the host, and a TensorFlow that initialized the
+    GPU would reserve memory JAX needs."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            try:
+                tf.config.set_visible_devices([], "GPU")
+            except (RuntimeError, ValueError):  # devices already initialized
+                pass
+            tf.config.list_logical_devices()
+            import tensorflow_datasets  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _tfds_arrays(name: str, data_dir: str | None, manual_dir: Path | None) -> dict[str, np.ndarray]:
+    _quiet_tensorflow()
     import tensorflow_datasets as tfds
 
     info = DATASETS[name]
@@ -295,9 +331,17 @@ def load_arrays(
 ) -> dict[str, np.ndarray]:
     """``{"x_train", "y_train", "x_test", "y_test"}`` as uint8 images (N, H, W, C) and int32 labels."""
     _check_name(name)
+    if manual_dir is not None and not Path(manual_dir).expanduser().is_dir():
+        raise DataUnavailableError(f"manual directory {manual_dir} is not a directory: pass the folder that "
+                                   f"holds the original files of {name!r} ({', '.join(DATASETS[name].files)})")
     path = cache_dir() / f"{name}.npz"
     cached = _read_cache(path)
     if cached is not None:
+        unused = [f"{flag} {v}" for flag, v in (("manual_dir", manual_dir), ("data_dir", data_dir)) if v is not None]
+        if unused:  # what the user passed is not silently ignored
+            print(f"ltjax: note: {name!r} comes from the decoded cache {path}; {' and '.join(unused)} "
+                  f"{'is' if len(unused) == 1 else 'are'} not read (delete that file, or set "
+                  f"LTJAX_CACHE_DIR to another folder, to rebuild from them)", file=sys.stderr)
         return cached
     # One preparer at a time (two experiments, or parallel test workers, starting together):
     # the others wait for the lock, then find the cache written.
