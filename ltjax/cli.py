@@ -33,11 +33,23 @@ def _message(e: BaseException) -> str:
     return str(e)
 
 
+_ENVIRONMENT = """environment:
+  LTJAX_CACHE_DIR         decoded datasets, read without TensorFlow (default ~/.cache/ltjax); a cached
+                          dataset is used as is: delete its .npz to rebuild it from --manual-dir/--data-dir
+  LTJAX_MANUAL_DIR        folder of original dataset files when --manual-dir is not given (offline machines)
+  LTJAX_PROGRESS          0 off, 1 or bar a progress bar, lines plain progress lines (default: a bar on a
+                          terminal, lines when stderr is a file or pipe)
+  LTJAX_PROGRESS_SECONDS  seconds between plain progress lines (default 60)
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ltjax", description="Lottery-ticket studies in JAX.")
+    p = argparse.ArgumentParser(prog="ltjax", description="Lottery-ticket studies in JAX.", epilog=_ENVIRONMENT,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run or resume a lottery-ticket study from a preset")
+    r = sub.add_parser("run", help="run or resume a lottery-ticket study from a preset", epilog=_ENVIRONMENT,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("preset", help="preset name (see `ltjax presets`)")
     r.add_argument("--seeds", type=int, help="number of tickets (seeds) trained together")
     r.add_argument("--rounds", type=int, help="rounds to run (round 0 is the dense network)")
@@ -48,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="TFDS data_dir (default: TFDS's own)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field; repeatable (see `ltjax presets --fields`)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress report (default: a bar on a terminal; elsewhere, e.g. a log file, a plain "
+                        "line every $LTJAX_PROGRESS_SECONDS=60 s; $LTJAX_PROGRESS=0|bar|lines overrides)")
     r.add_argument("--ticket-chunk", type=int, default=None, metavar="K",
                    help="train the tickets in sequential chunks of K inside the program (default: all at "
                         "once); bounds device memory, and K=1 speeds up conv nets on CPU")
@@ -71,6 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _progress_mode(a):
+    """--no-progress, else LTJAX_PROGRESS: 0 off, 1 or bar a bar, lines plain lines; unset: by where
+    stderr goes (a bar on a terminal, plain lines to a file or pipe)."""
+    if a.no_progress:
+        return False
+    env = os.environ.get("LTJAX_PROGRESS", "").strip().lower()
+    modes = {"": True, "0": False, "1": "bar", "bar": "bar", "lines": "lines"}
+    if env not in modes:
+        raise ConfigError(f"LTJAX_PROGRESS={env!r} is not valid: use 0 (off), 1 or bar (a progress bar), "
+                          f"lines (a plain line every LTJAX_PROGRESS_SECONDS), or leave it unset")
+    return modes[env]
+
+
 def _cmd_run(a) -> None:
     from ltjax import lottery, presets, report
 
@@ -78,8 +105,7 @@ def _cmd_run(a) -> None:
     flags = {"seeds": a.seeds, "rounds": a.rounds, "iterations": a.iterations}
     flag_sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
     config = config.with_overrides(flag_sets + a.overrides)
-    show_bar = not a.no_progress and (sys.stderr.isatty() or os.environ.get("LTJAX_PROGRESS") == "1")
-    run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir, progress=show_bar,
+    run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir, progress=_progress_mode(a),
                       repair=a.repair, ticket_chunk=a.ticket_chunk)
     print(report.round_table(run))
 

@@ -262,6 +262,9 @@ class Config:
         check("layer_rates", all(0 <= r <= 1 for _, r in self.layer_rates), "layer:rate pairs with rates in [0, 1]")
         check("layer_rates", len({p for p, _ in self.layer_rates}) == len(self.layer_rates),
               "layer:rate pairs naming each layer (or glob) once")
+        check("layer_rates", not self.layer_rates or self.scope == "layerwise",
+              "empty with scope=global, which prunes one pool of all layers at prune_rate (per-layer rates "
+              "are for scope=layerwise); drop them with --set layer_rates= (or layer_rates=() in Python)")
         check("exclude", all(p.strip() for p in self.exclude), "non-empty layer names (or globs)")
         check("shuffle_layers", len(self.shuffle_layers) > 0 and all(p.strip() for p in self.shuffle_layers),
               "non-empty layer names (or globs)")

@@ -40,6 +40,7 @@ from ltjax import early, lottery, store
 from ltjax import masks as M
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
+from ltjax.progress import Progress
 from ltjax.train import device_data, make_optimizer, make_trainer
 
 PyTree = Any
@@ -188,9 +189,9 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
         if last < epochs:
             log(f"{d}: {'resuming at' if last else 'starting at'} epoch {last + 1} of {epochs}, "
                 f"{config.seeds} seed(s) in one program")
-            bar = lottery._Bar(progress)
+            bar = Progress(progress)
             trainer = make_trainer(model, config.train_spec()._replace(eval_every=spe), ds.mean, ds.std,
-                                   progress=bar if progress else None, ticket_chunk=ticket_chunk, mesh=mesh)
+                                   progress=bar if bar.enabled else None, ticket_chunk=ticket_chunk, mesh=mesh)
             dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(params)
             for e in range(last + 1, epochs + 1):
                 t0 = time.perf_counter()

@@ -43,6 +43,7 @@ from ltjax import masks as M
 from ltjax import controls, models, pruning, scores, snip, stopping, store
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
+from ltjax.progress import Progress, resolve as resolve_progress
 from ltjax.data.order import batch_indices
 from ltjax.train import Curves, device_data, loss_and_correct, make_trainer
 
@@ -329,35 +330,6 @@ def _control_metrics(r, c_mask, c_params, c_curves, labels, T, stop, ticket_mask
     return {name: {k: stack(v) for k, v in g.items()} for name, g in out.items()}
 
 
-class _Bar:
-    """A tqdm bar the compiled program updates through ``jax.debug.callback``."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.offset, self.last = enabled, None, 0, 0
-
-    def start(self, desc: str, total: int, offset: int = 0, passes: int = 1):
-        """``passes``: how many times the program counts to ``total`` (sequential ticket chunks)."""
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total * passes, desc=desc, unit="it", leave=False, dynamic_ncols=True)
-        self.offset, self.last = offset, 0
-
-    def __call__(self, done):
-        done = int(done)
-        if done < self.last:  # the next ticket chunk started counting from 0
-            self.offset += self.last
-        self.last = done
-        if self.bar is not None:
-            self.bar.n = min(self.offset + done, self.bar.total)
-            self.bar.refresh()
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def format_round(m: dict) -> str:
     ok = ~np.asarray(m["diverged"], bool)
     ms = lambda a: f"{np.mean(a[ok]):.4f}±{np.std(a[ok]):.4f}" if ok.any() else "n/a"  # noqa: E731
@@ -378,7 +350,7 @@ def run(
     *,
     manual_dir: str | None = None,
     data_dir: str | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     repair: bool = False,
     log: Callable[[str], None] = print,
     ticket_chunk: int | None = None,
@@ -391,11 +363,16 @@ def run(
     XLA:CPU. It changes how the work is scheduled, not what is computed, so it is not part of
     the configuration or its hash.
 
+    ``progress``: ``True`` shows a bar on a terminal or in a notebook and a plain line at most
+    every ``LTJAX_PROGRESS_SECONDS`` (60) elsewhere (a log file, a batch job); ``"bar"`` or
+    ``"lines"`` force one; ``False`` reports nothing (see :mod:`ltjax.progress`).
+
     Resuming verifies every committed part of the run directory against its manifest. A
     damaged part raises :class:`~ltjax.store.CorruptRunError` naming it; with
     ``repair=True`` it is moved aside and recomputed from the last good state instead.
     """
     config.validate()
+    resolve_progress(progress)  # a bad value fails here, before any work
     if ticket_chunk is not None and (isinstance(ticket_chunk, bool) or not isinstance(ticket_chunk, int)
                                      or ticket_chunk < 1):
         raise ConfigError(f"ticket_chunk={ticket_chunk!r} is not valid: give a positive number of tickets "
@@ -491,7 +468,7 @@ def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
 
 
 def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
-             progress: bool, log: Callable[[str], None], ticket_chunk: int | None = None) -> None:
+             progress: bool | str, log: Callable[[str], None], ticket_chunk: int | None = None) -> None:
     stop = early_stop_spec(config, "val" if len(ds.x_val) else "test")
     mesh = ticket_mesh(config.num_tickets())
     data = replicate(device_data(ds), mesh)
@@ -508,10 +485,10 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         store.save_once(d / "theta0", theta0)
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
 
-    bar = _Bar(progress)
+    bar = Progress(progress)
     # No bar, no host callback: a program without one can be kept in JAX's persistent
     # compilation cache (the callback changes nothing it computes)
-    trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar if progress else None,
+    trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar if bar.enabled else None,
                            ticket_chunk=ticket_chunk, mesh=mesh)
     passes = lambda n: -(-n // ticket_chunk) if ticket_chunk else 1  # noqa: E731  (chunks of n tickets)
     k, iters = config.rewind_step(), config.iterations

@@ -129,7 +129,7 @@ def _progress_passed(capsys, tmp_path, monkeypatch, *flags):
 
 def test_progress_env_forces_bar(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("LTJAX_PROGRESS", "1")
-    assert _progress_passed(capsys, tmp_path, monkeypatch) is True
+    assert _progress_passed(capsys, tmp_path, monkeypatch) == "bar"
 
 
 def test_no_progress_flag_wins_over_env(capsys, tmp_path, monkeypatch):
