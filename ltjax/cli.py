@@ -40,6 +40,8 @@ _ENVIRONMENT = """environment:
   LTJAX_PROGRESS          0 off, 1 or bar a progress bar, lines plain progress lines (default: a bar on a
                           terminal, lines when stderr is a file or pipe)
   LTJAX_PROGRESS_SECONDS  seconds between plain progress lines (default 60)
+  LTJAX_COMPILE_CACHE     1 (default) keeps compiled programs in $LTJAX_CACHE_DIR/jax, so a second run
+                          starts faster; 0 turns it off (JAX_COMPILATION_CACHE_DIR, if set, is used as is)
 """
 
 
@@ -99,7 +101,9 @@ def _progress_mode(a):
 
 
 def _cmd_run(a) -> None:
-    from ltjax import lottery, presets, report
+    from ltjax import compile_cache, lottery, presets, report
+
+    compile_cache.enable()
 
     config = presets.get(a.preset)
     flags = {"seeds": a.seeds, "rounds": a.rounds, "iterations": a.iterations}

@@ -253,3 +253,51 @@ def test_config_roundtrip_through_dict():
         assert back == c and back.hash() == c.hash()
     with pytest.raises(ConfigError, match="valid keys"):
         Config.from_dict({"bogus": 1})
+
+
+# -- the persistent compilation cache -----------------------------------------------------------
+
+def test_run_keeps_compiled_programs_and_computes_the_same(tmp_path):
+    """`ltjax run` stores its compiled programs in $LTJAX_CACHE_DIR/jax (unless
+    LTJAX_COMPILE_CACHE=0) and a run that loads them computes bitwise what one that compiles does."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from ltjax.store import load_run
+
+    argv = [sys.executable, "-m", "ltjax.cli", "run", "lenet_mnist_iclr2019", "--seeds", "1", "--rounds", "2",
+            "--iterations", "100", "--set", "eval_every=50", "--set", "dataset=synthetic_mnist",
+            "--set", "widths=32", "--set", "validation_size=100", "--no-progress"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+
+    def run(tag, **env):
+        r = subprocess.run([*argv, "--out", str(tmp_path / tag)], env={**base, **env}, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        (d,) = (tmp_path / tag).iterdir()
+        return load_run(d), r
+
+    cache = tmp_path / "cache"
+    first, _ = run("first", LTJAX_CACHE_DIR=str(cache))
+    entries = sorted(p.name for p in (cache / "jax").iterdir())
+    assert len(entries) >= 5  # init, the training program, pruning, metrics, ...
+    second, _ = run("second", LTJAX_CACHE_DIR=str(cache))
+    assert sorted(p.name for p in (cache / "jax").iterdir()) == entries  # all loaded, none compiled anew
+    off, _ = run("off", LTJAX_CACHE_DIR=str(tmp_path / "cache_off"), LTJAX_COMPILE_CACHE="0")
+    assert not (tmp_path / "cache_off" / "jax").exists()
+    for other in (second, off):
+        for a, b in zip(first.rounds, other.rounds):
+            for x, y in zip(jax_leaves(a.mask) + jax_leaves(a.params), jax_leaves(b.mask) + jax_leaves(b.params)):
+                np.testing.assert_array_equal(x, y)
+    bad = subprocess.run([*argv, "--out", str(tmp_path / "bad")], env={**base, "LTJAX_COMPILE_CACHE": "maybe"},
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "LTJAX_COMPILE_CACHE='maybe' is not valid" in bad.stderr
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
