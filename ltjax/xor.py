@@ -38,7 +38,7 @@ Protocols (section 2.1): *one-shot* trains the 10-unit network from θ0, prunes 
 target width in one step, resets the survivors to θ0 and retrains; *iterative* repeats
 train → prune 2 units → reset to θ0 until the target width and then trains the final
 ticket. Every function works on a stack of T trials (leading axis), and each training call
-trains all T trials in one vmapped, scan-fused program (:func:`ltjax.train.make_trainer`).
+trains all T trials in one compiled, scan-fused program (:func:`make_train_fn`).
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ltjax import data as D
 from ltjax import masks as M
 from ltjax import models
-from ltjax.train import TrainSpec, device_data, make_trainer
 
 PyTree = Any
 TrainFn = Callable[[PyTree, PyTree], PyTree]
@@ -69,7 +69,7 @@ LEARNING_RATE = 1.0
 {0.01, 0.03, 0.1, 0.3, 0.5, 1, 1.5, 2, 3} on 1000 dense 10-unit and 1000 dense 2-unit
 networks (10,000 iterations; ``experiments/frankle2018_xor.py --sweep``, table in
 ``docs/results/frankle2018_xor.md``). The fraction that finds the decision boundary does not
-depend on the step size from 0.01 to 1 (10 units: 94.0-94.1%, 2 units: 16.0-17.7%; the
+depend on the step size from 0.01 to 1 (10 units: 94.0-94.1%, 2 units: 15.9-17.7%; the
 failures are plateaus, not slow convergence) and falls from 1.5 on. Within that flat range
 1.0 is the only step size at which (nearly) every network that found the boundary also
 drove all four per-point losses below :data:`ZERO_LOSS_THRESHOLD` within the 10,000
@@ -106,37 +106,161 @@ def init_trials(model: models.Model, key: jax.Array, trials: int) -> tuple[PyTre
     weights are ``model.init(split(key, trials)[t])``.
     """
     keys = jax.random.split(key, trials)
-    theta0 = jax.vmap(model.init)(keys)
-    mask = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(theta0)
+    theta0 = _compiled_init(model, keys)(keys)
+    # all ones on the kernels, None on the biases (M.make_mask's rule), built on the host
+    mask = jax.tree_util.tree_map_with_path(
+        lambda p, a: np.ones(a.shape, bool) if model.is_prunable(p, jax.ShapeDtypeStruct(a.shape[1:], a.dtype)) else None,
+        theta0)
     return theta0, mask, keys
 
 
-def make_train_fn(
-    model: models.Model, keys: jax.Array, *, lr: float = LEARNING_RATE, iterations: int = ITERATIONS,
-) -> TrainFn:
+def _compiled_init(model: models.Model, keys: jax.Array):
+    """``vmap(model.init)``, compiled at XLA:CPU's backend optimization level 1: at the default
+    level LLVM spends ~3 s per width on the unrolled threefry hash of the two initializers
+    (0.7 s at level 1). The initial weights are the same bits either way on this machine (JAX
+    evaluates op by op the same values; tested). Other backends compile as usual."""
+    lowered = jax.jit(jax.vmap(model.init)).lower(keys)
+    if jax.default_backend() == "cpu":
+        try:
+            return lowered.compile(compiler_options={"xla_backend_optimization_level": 1})
+        except (TypeError, ValueError):  # a JAX without per-program compiler options
+            pass
+    return lowered.compile()
+
+
+def make_train_fn(model: models.Model, *, lr: float = LEARNING_RATE, iterations: int = ITERATIONS) -> TrainFn:
     """``train(params, mask) -> trained params`` for a stack of trials (leading axis T).
 
-    Full-batch SGD (batch 4 of the 4 points, so every iteration's gradient is the exact
-    gradient of the mean BCE over all four points) for ``iterations`` steps from iteration
-    0, with the mask applied as in :mod:`ltjax.train` (pruned weights stay exactly 0). All T
-    trials run in one compiled, vmapped program; ``keys`` (T,) only seed ltjax's per-trial
-    data order, which full batches make irrelevant up to float summation order.
-    """
-    spec = TrainSpec(optimizer="sgd", lr=lr, batch_size=4, eval_every=iterations)
-    trainer = make_trainer(model, spec, (0.0,), (1.0,))
-    data = device_data(D.load("xor"))
+    Full-batch SGD: each of the ``iterations`` steps subtracts ``lr`` times the exact gradient
+    of the mean binary cross-entropy of the four XOR points, multiplied by the mask, so pruned
+    weights stay exactly 0 (params enter masked). This is what :func:`ltjax.train.make_trainer`
+    computes with ``batch_size=4`` (tested against it to float rounding), written for a
+    network of 2-10 units, where the general trainer's cost is all per-step overhead:
 
+    * the trials are the *last* axis of every array (``W1`` [2, h, T], ...), so every
+      operation is a vector operation over T trials instead of T tiny [4, h] products;
+    * the forward and backward pass are written out (ReLU hidden layer, sigmoid output; the
+      ReLU's derivative at 0 is 0, as in JAX) and the four points are unrolled;
+    * a unit mask with the same number ``w`` of units alive in every trial (what
+      :func:`prune_step` makes) trains only the ``w`` alive units, gathered per trial and
+      scattered back: a removed unit adds exactly 0 to the output and receives exactly 0
+      gradient (module docstring), so the ticket is the ``w``-unit network of its survivors.
+      Its bias keeps its input value; its kernel entries stay exactly 0. Any other mask
+      trains all ``h`` units with the gradient masked.
+
+    All T trials run in one compiled program. The sum over the four points is taken in
+    ``xor()`` order, so the result does not depend on a data order (there is no key).
+    """
     def train(params: PyTree, mask: PyTree) -> PyTree:
-        trained, _ = trainer(params, mask, keys, data, 0, iterations)
-        return trained
+        _check_structure(params)
+        mk, mo = np.asarray(mask["fc1"]["kernel"]), np.asarray(mask["out"]["kernel"])[..., 0]
+        alive = mk.any(axis=1)  # (T, h)
+        w = alive.sum(1)
+        whole_units = (mk == alive[:, None, :]).all() and (mo == alive).all()
+        no_bias_masks = mask["fc1"].get("bias") is None and mask["out"].get("bias") is None
+        if whole_units and no_bias_masks and (w == w[0]).all():
+            idx = np.argsort(~alive, axis=1, kind="stable")[:, :w[0]]  # each trial's alive units, in order
+            return _train_units(params, mask, idx, lr, iterations)
+        return _train_masked(params, mask, lr, iterations)
 
     return train
 
 
+def _plus(acc: jax.Array, c: float, v: jax.Array) -> jax.Array:
+    """``acc + c·v`` for a data constant ``c``; for XOR's 0/1 inputs the product is dropped or
+    skipped, which is exact (``b + 0·w = b`` and ``1·w = w`` for finite ``w``)."""
+    return acc if c == 0 else acc + (v if c == 1 else c * v)
+
+
+def _grads(W1, b1, W2, b2):
+    """Gradient of the mean BCE of the four XOR points w.r.t. (W1 [2,w,T], b1 [w,T], W2 [w,T],
+    b2 [T]): the trials are the last axis; points unrolled, summed in ``xor()`` order."""
+    x, y = D.xor()
+    gW1, gb1, gW2, gb2 = [jnp.zeros_like(W1[0]), jnp.zeros_like(W1[1])], jnp.zeros_like(b1), jnp.zeros_like(W2), 0.0
+    for p in range(len(x)):
+        pre = _plus(_plus(b1, float(x[p, 0]), W1[0]), float(x[p, 1]), W1[1])
+        a = jnp.maximum(pre, 0.0)
+        z = jnp.sum(a * W2, axis=0) + b2
+        dz = (jax.nn.sigmoid(z) - float(y[p])) / len(x)
+        da = jnp.where(pre > 0, dz * W2, 0.0)  # ReLU'(0) = 0, as in JAX
+        gW1 = [_plus(g, float(x[p, i]), da) for i, g in enumerate(gW1)]
+        gb1, gW2, gb2 = gb1 + da, gW2 + a * dz, gb2 + dz
+    return jnp.stack(gW1), gb1, gW2, gb2
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _sgd(arrays, masks, lr: float, iterations: int):
+    """``iterations`` full-batch SGD steps on trial-last arrays; gradients times ``masks`` if given.
+    Compiled once per (units, trials) shape: a w-unit ticket reuses the w-unit network's program."""
+    def step(c, _):
+        g = _grads(*c)
+        if masks is not None:
+            g = [gi * mi for gi, mi in zip(g, masks)]
+        return tuple(ci - lr * gi for ci, gi in zip(c, g)), None
+
+    return lax.scan(step, arrays, None, length=iterations)[0]
+
+
+def _trial_last(params):
+    return (jnp.moveaxis(params["fc1"]["kernel"], 0, -1), params["fc1"]["bias"].T,
+            params["out"]["kernel"][..., 0].T, params["out"]["bias"][:, 0])
+
+
+def _trial_first(W1, b1, W2, b2):
+    return {"fc1": {"kernel": jnp.moveaxis(W1, -1, 0), "bias": b1.T}, "out": {"kernel": W2.T[..., None], "bias": b2[:, None]}}
+
+
+def _train_units(params, mask, idx: np.ndarray, lr: float, iterations: int):
+    """Train only the alive units ``idx`` (T, w) of unit-masked trials; the rest keep params ⊙ mask.
+
+    Gathering and scattering the few hundred numbers per trial is done in NumPy: as XLA
+    programs they would cost ~0.25 s of compilation each per shape, more than the training."""
+    k, b = np.asarray(params["fc1"]["kernel"]), np.asarray(params["fc1"]["bias"])    # [T,2,h], [T,h]
+    ko, bo = np.asarray(params["out"]["kernel"])[..., 0], np.asarray(params["out"]["bias"])[:, 0]  # [T,h], [T]
+    t = np.arange(len(idx))[:, None]
+    part = (np.ascontiguousarray(np.transpose(k[t, :, idx], (2, 1, 0))), np.ascontiguousarray(b[t, idx].T),
+            np.ascontiguousarray(ko[t, idx].T), bo)  # k[t, :, idx] is [T, w, 2]
+    W1, b1, W2, b2 = (np.asarray(a) for a in _sgd(part, None, lr, iterations))
+    k = np.where(np.asarray(mask["fc1"]["kernel"]), k, 0)
+    ko = np.where(np.asarray(mask["out"]["kernel"])[..., 0], ko, 0)
+    k, b, ko = k.copy(), b.copy(), ko.copy()
+    k[t, :, idx], b[t, idx], ko[t, idx] = np.transpose(W1, (2, 1, 0)), b1.T, W2.T
+    return {"fc1": {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)},
+            "out": {"kernel": jnp.asarray(ko[..., None]), "bias": jnp.asarray(b2[:, None])}}
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _train_masked(params, mask, lr: float, iterations: int):
+    """Train all units with the gradient of every leaf multiplied by its mask (``None``: all kept)."""
+    full = jax.tree.map(lambda p, m: jnp.ones(p.shape, bool) if m is None else m, params, mask)
+    masks = tuple(m.astype(jnp.float32) for m in _trial_last(full))
+    return _trial_first(*_sgd(_trial_last(M.apply_mask(params, mask)), masks, lr, iterations))
+
+
+def _check_structure(params: PyTree) -> None:
+    """The fast trainer's network: ``fc1`` kernel [T, 2, h] and bias [T, h], ``out`` kernel [T, h, 1]
+    and bias [T, 1], as :func:`network` makes (stacked over T trials)."""
+    shapes = jax.tree.map(jnp.shape, params)
+    try:
+        T, i, h = shapes["fc1"]["kernel"]
+        ok = (i == 2 and shapes["fc1"]["bias"] == (T, h) and shapes["out"]["kernel"] == (T, h, 1)
+              and shapes["out"]["bias"] == (T, 1) and sorted(params) == ["fc1", "out"])
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"the XOR trainer trains stacks of network(h) params: fc1 kernel [T, 2, h], bias [T, h]; "
+                         f"out kernel [T, h, 1], bias [T, 1]; got {shapes}")
+
+
 def logits_on_xor(model: models.Model, params: PyTree) -> jax.Array:
     """Logits of a stack of trials on the four XOR points, shape (T, 4), in ``xor()`` order."""
-    x, _ = xor_data()
-    return jax.vmap(lambda p: model.apply(p, x)[:, 0])(params)
+    return _logits(model, params)
+
+
+@partial(jax.jit, static_argnums=0)
+def _logits(model: models.Model, params: PyTree) -> jax.Array:
+    x, _ = D.xor()
+    return jax.vmap(lambda p: model.apply(p, jnp.asarray(x))[:, 0])(params)
 
 
 # -- success criteria ---------------------------------------------------------------------
@@ -247,14 +371,16 @@ def prune_step(params: PyTree, mask: PyTree, heuristic: str, k: int) -> PyTree:
         raise ValueError(f"cannot prune {k} units: a trial has only {fewest} alive")
     if heuristic not in HEURISTICS:
         raise ValueError(f"unknown unit-pruning heuristic {heuristic!r}; valid heuristics: {', '.join(HEURISTICS)}")
-    return _prune_step(params, mask, heuristic, k)
+    return _prune_step(params, mask, jnp.int32(HEURISTICS.index(heuristic)), jnp.int32(k))
 
 
-@partial(jax.jit, static_argnums=(2, 3))
-def _prune_step(params: PyTree, mask: PyTree, heuristic: str, k: int) -> PyTree:
+@jax.jit
+def _prune_step(params: PyTree, mask: PyTree, heuristic: jax.Array, k: jax.Array) -> PyTree:
+    # heuristic and k are traced: one compiled program serves every step of every strategy
     def one(p, m):
-        alive = alive_units(m)
-        return unit_mask(m, prune_units(unit_scores(M.apply_mask(p, m), heuristic), alive, k))
+        masked = M.apply_mask(p, m)
+        scores = jnp.stack([unit_scores(masked, h) for h in HEURISTICS])[heuristic]
+        return unit_mask(m, prune_units(scores, alive_units(m), k))
 
     return jax.vmap(one)(params, mask)
 
@@ -279,7 +405,7 @@ def one_shot(
 ) -> dict[int, Ticket]:
     """One-shot pruning: prune the trained dense network straight to each target width,
     reset the survivors to θ0 and retrain. Returns ``{target: Ticket}``."""
-    h = int(alive_units(jax.tree.map(lambda a: a[0], mask0)).sum())
+    h = int(num_alive(mask0)[0])
     out = {}
     for target in targets:
         mask = prune_step(trained_dense, mask0, heuristic, h - target)
@@ -296,7 +422,7 @@ def iterative(
     Every round's trained ticket whose width is in ``targets`` is returned as
     ``{target: Ticket}``. Widths visited: h - per_round, h - 2·per_round, ...; each target
     must be one of them."""
-    h = int(alive_units(jax.tree.map(lambda a: a[0], mask0)).sum())
+    h = int(num_alive(mask0)[0])
     widths = list(range(h - per_round, min(targets) - 1, -per_round))
     missing = sorted(set(targets) - set(widths))
     if missing:

@@ -248,7 +248,7 @@ def test_footnote_2_network_succeeds_on_both_criteria():
 def dense_run():
     T, model = 32, X.network(10)
     theta0, mask, keys = X.init_trials(model, jax.random.PRNGKey(0), T)
-    train = X.make_train_fn(model, keys, iterations=2000)
+    train = X.make_train_fn(model, iterations=2000)
     return model, theta0, mask, train, train(theta0, mask)
 
 
@@ -281,8 +281,7 @@ def test_training_a_ticket_equals_training_the_small_network(dense_run):
     T = 4
     sub = lambda t: jax.tree.map(lambda a: a[:T], t)  # noqa: E731
     new_mask = X.prune_step(sub(trained), sub(mask), "magnitude_product", 8)
-    keys = jax.random.split(jax.random.PRNGKey(0), 32)[:T]
-    big = X.make_train_fn(model, keys, iterations=500)(sub(theta0), new_mask)
+    big = X.make_train_fn(model, iterations=500)(sub(theta0), new_mask)
     idx = np.stack([np.flatnonzero(a) for a in np.asarray(jax.vmap(X.alive_units)(new_mask))])  # (T, 2)
     th = jax.tree.map(np.asarray, sub(theta0))
     small_theta = {
@@ -292,5 +291,66 @@ def test_training_a_ticket_equals_training_the_small_network(dense_run):
     }
     small_model = X.network(2)
     small_mask = jax.vmap(_full_mask)(small_theta)
-    small = X.make_train_fn(small_model, keys, iterations=500)(small_theta, small_mask)
+    small = X.make_train_fn(small_model, iterations=500)(small_theta, small_mask)
     np.testing.assert_allclose(X.logits_on_xor(model, big), X.logits_on_xor(small_model, small), atol=1e-5)
+
+
+# -- the fast full-batch trainer against the general one ----------------------------------------
+
+def _general(model, theta0, mask, steps):
+    from ltjax import data as D
+    from ltjax.train import TrainSpec, device_data, make_trainer
+
+    spec = TrainSpec(optimizer="sgd", lr=X.LEARNING_RATE, batch_size=4, eval_every=steps)
+    keys = jax.random.split(jax.random.PRNGKey(5), len(jax.tree.leaves(theta0)[0]))
+    return make_trainer(model, spec, (0.0,), (1.0,))(theta0, mask, keys, device_data(D.load("xor")), 0, steps)[0]
+
+
+@pytest.mark.parametrize("kind", ["dense", "units", "weights"])
+def test_fast_trainer_computes_what_the_general_trainer_does(kind):
+    """``make_train_fn`` (trial-last arrays, hand-written gradient, alive units only) against
+    ltjax.train's masked trainer on the same full batches, for 10 steps: equal to 1e-6. Why a
+    tolerance: the two sum the four points' and the units' terms in different orders (float32
+    reassociation, ~1e-7 per step); the general trainer itself differs from itself by as much
+    when only its (irrelevant) data order changes. Exact: pruned weights 0, removed units' biases."""
+    T, model = 16, X.network(10)
+    theta0, mask, _ = X.init_trials(model, jax.random.PRNGKey(3), T)
+    theta0 = {**theta0, "fc1": {**theta0["fc1"], "bias": jnp.full((T, 10), 0.05)}}  # nonzero biases
+    if kind == "units":
+        mask = X.prune_step(theta0, mask, "magnitude_product", 7)
+    elif kind == "weights":  # not a unit mask: the masked path trains all units
+        r = jax.random.bernoulli(jax.random.PRNGKey(4), 0.6, mask["fc1"]["kernel"].shape)
+        mask = {**mask, "fc1": {**mask["fc1"], "kernel": r}}
+    fast = X.make_train_fn(model, iterations=10)(theta0, mask)
+    ref = _general(model, theta0, mask, 10)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    moved = np.abs(np.asarray(fast["fc1"]["kernel"]) - np.asarray(theta0["fc1"]["kernel"])).max()
+    assert moved > 1e-3  # it trained
+    for layer in ("fc1", "out"):
+        m = np.asarray(mask[layer]["kernel"])
+        assert (np.asarray(fast[layer]["kernel"])[~m] == 0).all()
+    if kind == "units":
+        dead = ~np.asarray(jax.vmap(X.alive_units)(mask))
+        assert (np.asarray(fast["fc1"]["bias"])[dead] == 0.05).all()  # no gradient reaches them
+
+
+def test_fast_trainer_refuses_another_network():
+    model = X.network(4)
+    theta0, mask, _ = X.init_trials(model, jax.random.PRNGKey(0), 2)
+    wide = {**theta0, "extra": {"kernel": jnp.zeros((2, 4, 4))}}
+    with pytest.raises(ValueError, match="stacks of network\\(h\\) params"):
+        X.make_train_fn(model)(wide, {**mask, "extra": {"kernel": jnp.ones((2, 4, 4), bool)}})
+
+
+def test_init_trials_is_model_init_of_each_trials_key():
+    """θ0 of trial t is model.init(split(key, T)[t]) bit for bit, although init_trials compiles
+    its program at a lower XLA:CPU optimization level (to compile faster)."""
+    model = X.network(6)
+    theta0, mask, keys = X.init_trials(model, jax.random.PRNGKey(11), 50)
+    assert np.array_equal(keys, jax.random.split(jax.random.PRNGKey(11), 50))
+    for t in (0, 17, 49):
+        one = model.init(keys[t])
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(jax.tree.map(lambda a: a[t], theta0))):
+            np.testing.assert_array_equal(a, b)
+    assert mask["fc1"]["kernel"].shape == (50, 2, 6) and mask["fc1"]["kernel"].all() and mask["fc1"]["bias"] is None
