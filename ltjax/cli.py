@@ -1,4 +1,4 @@
-"""The ``ltjax`` command: ``run``, ``presets``, ``show``, ``bench``."""
+"""The ``ltjax`` command: ``run``, ``presets``, ``show``, ``runs``, ``compare``, ``plot``, ``bench``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from ltjax.config import Config, ConfigError
 
@@ -77,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="per-round table of a run directory")
     s.add_argument("run_dir")
 
+    ls = sub.add_parser("runs", help="list the runs under a folder: rounds done, accuracy, status")
+    ls.add_argument("dir", nargs="?", default="runs", help="parent of run directories (default ./runs); a run's "
+                                                           "status is complete, incomplete, running or damaged")
+
+    c = sub.add_parser("compare", help="runs side by side: density and test accuracy by round")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories")
+    c.add_argument("--plot", metavar="PATH", help="also write test accuracy vs density of all runs as a PNG")
+
+    pl = sub.add_parser("plot", help="write a run's figures as PNGs (default RUN/figures)")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", metavar="DIR", help="folder for the figures (default RUN/figures): accuracy "
+                                                     "and early-stop iteration vs density, per-layer density by round")
+
     b = sub.add_parser("bench", help="training throughput vs the machine's measured matmul peak")
     b.add_argument("--steps", type=_bench_steps, default=2000, help="timed iterations per measurement")
     b.add_argument("--conv", action="store_true",
@@ -132,6 +146,37 @@ def _cmd_show(a) -> None:
     print(report.round_table(load_run(a.run_dir)))
 
 
+def _cmd_runs(a) -> None:
+    from ltjax import report
+
+    print(report.runs_table(a.dir))
+
+
+def _cmd_compare(a) -> None:
+    from ltjax import report
+    from ltjax.store import load_run
+
+    if len(a.runs) < 2:
+        raise ValueError(f"compare takes two or more run directories, got {len(a.runs)} "
+                         f"(`ltjax show {a.runs[0]}` prints one run's table)")
+    runs = [load_run(r) for r in a.runs]
+    print(report.compare_table(runs))
+    if a.plot:
+        from ltjax import plots
+
+        Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
+        plots.compare_accuracy(runs, a.plot)
+        print(f"wrote {a.plot}")
+
+
+def _cmd_plot(a) -> None:
+    from ltjax import plots
+    from ltjax.store import load_run
+
+    for path in plots.standard_figures(load_run(a.run_dir), a.out):
+        print(path)
+
+
 def _cmd_bench(a) -> None:
     from ltjax import bench
 
@@ -141,7 +186,8 @@ def _cmd_bench(a) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"run": _cmd_run, "presets": _cmd_presets, "show": _cmd_show, "bench": _cmd_bench}[args.command](args)
+        {"run": _cmd_run, "presets": _cmd_presets, "show": _cmd_show, "runs": _cmd_runs, "compare": _cmd_compare,
+         "plot": _cmd_plot, "bench": _cmd_bench}[args.command](args)
     except _USER_ERRORS as e:
         print(f"ltjax: error: {_message(e)}", file=sys.stderr)
         return 2

@@ -2,37 +2,124 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 
+from ltjax import report
 from ltjax.store import Run
 
 
 def accuracy_vs_density(run: Run, path: str | None = None):
     """Test accuracy at the early-stop iteration, and that iteration, against density (log x).
 
-    Mean over tickets with ± std error bars, as in Frankle & Carbin's figures. Density is
-    the percentage of prunable weights remaining. Returns the figure; saves it if ``path``.
+    Mean over tickets with ± std error bars, as in Frankle & Carbin's figures (tickets that
+    diverged left out, as in :func:`ltjax.report.round_table`). Density is the percentage of
+    prunable weights remaining. Returns the figure; saves it if ``path``.
     """
     plt = _pyplot(path)
-    ms = [rd.metrics for rd in run.rounds]
-    dens = np.array([100 * np.mean(m["density"]) for m in ms])
-    acc = np.array([100 * m["test_acc_at_es"] for m in ms])
-    es = np.array([m["early_stop_iteration"] for m in ms], np.float64)
+    dens = report.densities(run)[0]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a1.errorbar(dens, acc.mean(1), yerr=acc.std(1), marker="o", capsize=3)
-    a1.set_ylabel("test accuracy at early stop (%)")
-    a2.errorbar(dens, es.mean(1), yerr=es.std(1), marker="o", capsize=3, color="C1")
-    a2.set_ylabel(f"early-stop iteration (min {ms[0]['early_stop_on']} loss)")
+    _errorbars(a1, dens, report.by_round(run, "test_acc_at_es", 100), "test accuracy at early stop (%)", "C0")
+    _errorbars(a2, dens, report.by_round(run, "early_stop_iteration"), report.early_stop_name(run), "C1")
+    return _finish(fig, f"{run.config.name}: {run.config.strategy}, {run.config.seeds} seed(s)", path)
+
+
+def early_stop_vs_density(run: Run, path: str | None = None):
+    """The early-stop iteration against density (log x), mean ± std over tickets: how much
+    sooner (or later) sparser tickets learn. Returns the figure; saves it if ``path``."""
+    plt = _pyplot(path)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    _errorbars(ax, report.densities(run)[0], report.by_round(run, "early_stop_iteration"),
+               report.early_stop_name(run), "C1")
+    return _finish(fig, f"{run.config.name}: early-stop iteration", path)
+
+
+def layer_density_by_round(run: Run, path: str | None = None):
+    """Density of each prunable layer and of the whole network (% of weights remaining, log y)
+    by round, from each round's mask (see :func:`ltjax.report.densities`). Returns the
+    figure; saves it if ``path``."""
+    from matplotlib.ticker import MaxNLocator
+
+    from ltjax.analysis import display_order
+
+    plt = _pyplot(path)
+    total, layers = report.densities(run)
+    rounds = [rd.index for rd in run.rounds]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, name in enumerate(display_order(list(layers))):
+        ax.plot(rounds, layers[name], marker="o", ms=3, color=f"C{i}", label=name)
+    ax.plot(rounds, total, "k--", label="all prunable weights")
+    ax.set_yscale("log")
+    _percent_ticks(ax.yaxis)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel("weights remaining (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, f"{run.config.name}: density per layer", path)
+
+
+def compare_accuracy(runs: Sequence[Run], path: str | None = None):
+    """Test accuracy at the early-stop iteration against density (log x, decreasing to the
+    right) for several runs: one line per run, labeled with its name (see
+    :func:`ltjax.report.run_labels`), with a ± std band over its tickets. Returns the figure;
+    saves it if ``path``."""
+    plt = _pyplot(path)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (run, label) in enumerate(zip(runs, report.run_labels(runs))):
+        dens = report.densities(run)[0]
+        mean, std = report.by_round(run, "test_acc_at_es", 100)
+        ax.plot(dens, mean, marker="o", ms=3, color=f"C{i}", label=label)
+        ax.fill_between(dens, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
+    _density_axis(ax)
+    ax.set_ylabel("test accuracy at early stop (%)")
+    ax.legend(fontsize=8)
+    return _finish(fig, "test accuracy at early stop, mean ± std over tickets", path)
+
+
+FIGURES = {"accuracy_vs_density": accuracy_vs_density, "early_stop_vs_density": early_stop_vs_density,
+           "layer_density": layer_density_by_round}
+
+
+def standard_figures(run: Run, out: str | os.PathLike | None = None) -> list[Path]:
+    """Write :data:`FIGURES` of ``run`` as ``<name>.png`` into ``out`` (default
+    ``<run>/figures``, created if missing); returns the paths written. Reads only the run's
+    ``config.json`` and metrics: no model is built, no checkpoint loaded."""
+    if not run.rounds:
+        raise ValueError(f"{run.path} has no completed rounds yet: nothing to plot")
+    out = Path(out) if out is not None else run.path / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot(out)
+    paths = []
+    for name, figure in FIGURES.items():
+        paths.append(out / f"{name}.png")
+        plt.close(figure(run, str(paths[-1])))
+    return paths
+
+
+def _errorbars(ax, dens, mean_std, ylabel: str, color: str) -> None:
+    ax.errorbar(dens, mean_std[0], yerr=mean_std[1], marker="o", capsize=3, color=color)
+    ax.set_ylabel(ylabel)
+    _density_axis(ax)
+
+
+def _density_axis(ax) -> None:
+    """Density on a log x axis, decreasing from left to right as in the papers."""
+    ax.set_xscale("log")
+    _percent_ticks(ax.xaxis)
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.grid(alpha=0.3)
+
+
+def _percent_ticks(axis) -> None:
     from matplotlib.ticker import FormatStrFormatter
 
-    for a in (a1, a2):
-        a.set_xscale("log")
-        a.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        a.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
-        a.invert_xaxis()
-        a.set_xlabel("weights remaining (%)")
-        a.grid(alpha=0.3)
-    return _finish(fig, f"{run.config.name}: {run.config.strategy}, {run.config.seeds} seed(s)", path)
+    axis.set_major_formatter(FormatStrFormatter("%g"))
+    axis.set_minor_formatter(FormatStrFormatter("%g"))
 
 
 def _finish(fig, title: str, path: str | None):

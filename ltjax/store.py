@@ -32,6 +32,7 @@ import functools
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -166,15 +167,22 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown process"
-            os.close(fd)
-            raise RunLockedError(
-                f"run directory {self.path.parent} is in use by {holder}; wait for it to finish or stop "
-                "that process (a killed holder releases the lock by itself)"
-            ) from None
+        # lock_holder (ltjax runs) holds a shared lock for an instant to look: ask once more
+        # (the record may be a killed holder's, so it cannot tell a look from a holder)
+        for again in (True, False):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if again:
+                    time.sleep(0.05)
+                    continue
+                holder = _record(fd)
+                os.close(fd)
+                raise RunLockedError(
+                    f"run directory {self.path.parent} is in use by {holder or 'unknown process'}; wait for it "
+                    "to finish or stop that process (a killed holder releases the lock by itself)"
+                ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         os.fsync(fd)
@@ -187,6 +195,35 @@ class RunLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def _record(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096).decode(errors="replace").strip()
+
+
+def lock_holder(d: str | os.PathLike) -> str | None:
+    """The holder of run directory ``d``'s :class:`RunLock` as it recorded itself (``"pid 123
+    on host since 2026-12-01 10:00:00"``, ``"unknown process"`` before it has), or ``None``
+    when no live process holds it.
+
+    Takes a shared lock without waiting and drops it at once: it never blocks and never
+    takes the run from a holder (a ``RunLock`` taken in that instant asks once more). The
+    record alone proves nothing: a killed holder leaves its record behind.
+    """
+    try:
+        fd = os.open(Path(d) / "LOCK", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _record(fd) or "unknown process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -278,6 +315,13 @@ def completed_rounds(d: Path) -> list[int]:
     return sorted(out)
 
 
+def find_runs(parent: str | os.PathLike) -> list[Path]:
+    """The run directories directly under ``parent`` (folders with a ``config.json``), sorted
+    by name; ``[]`` when it has none or is not a directory."""
+    p = Path(parent)
+    return sorted(d for d in p.iterdir() if (d / "config.json").is_file()) if p.is_dir() else []
+
+
 def adopt(src: Path, dst: Path, parts: list[str]) -> list[str]:
     """Copy committed parts (``theta0``, ``round_003``, ...) of run ``src`` into run ``dst``.
 
@@ -356,7 +400,10 @@ class Run:
         self.path = Path(path)
         cfg = self.path / "config.json"
         if not cfg.exists():
-            raise FileNotFoundError(f"{self.path} is not an ltjax run directory (no config.json)")
+            held = find_runs(self.path)
+            hint = (f"; it holds {len(held)} run director{'y' if len(held) == 1 else 'ies'} (such as "
+                    f"{held[0].name}): list them with `ltjax runs {shlex.quote(str(self.path))}`" if held else "")
+            raise FileNotFoundError(f"{self.path} is not an ltjax run directory (no config.json){hint}")
         self.config = Config.from_dict(json.loads(cfg.read_text()))
         done = completed_rounds(self.path)
         # A round missing in the middle (moved aside as corrupt) ends the usable sequence.
