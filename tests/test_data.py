@@ -484,3 +484,20 @@ def test_mnist_then_fashion_mnist_in_one_tfds_data_dir(isolated):
     for name, arrays in (("mnist", mnist), ("fashion_mnist", fashion)):
         assert tfds_source.content_problem(name, arrays) is None
     assert "expected 0.2860" in tfds_source.content_problem("fashion_mnist", mnist)
+
+
+def test_preparing_without_tensorflow_says_what_to_install(isolated, monkeypatch):
+    """TensorFlow is an extra: a dataset not yet decoded names the extra to install."""
+    import builtins
+
+    real = builtins.__import__
+
+    def no_tf(name, *a, **k):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError("No module named 'tensorflow'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tf)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    with pytest.raises(D.DataUnavailableError, match=r"needs TensorFlow.*pip install 'ltjax\[tfds\]'"):
+        D.load_arrays("mnist", data_dir=str(isolated))

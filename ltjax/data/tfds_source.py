@@ -160,8 +160,15 @@ def _quiet_tensorflow():
 
 
 def _tfds_arrays(name: str, data_dir: str | None, manual_dir: Path | None) -> dict[str, np.ndarray]:
-    _quiet_tensorflow()
-    import tensorflow_datasets as tfds
+    try:
+        _quiet_tensorflow()
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataUnavailableError(
+            f"dataset {name!r} is not in ltjax's decoded cache ({cache_dir()}), and preparing it with TFDS "
+            f"needs TensorFlow, which is not installed ({e}): pip install 'ltjax[tfds]' (or 'ltjax[tfds-cpu]' "
+            f"on a machine without a GPU), or copy a decoded {name}.npz from another machine into that folder"
+        ) from e
 
     info = DATASETS[name]
     builder = tfds.builder(name, data_dir=data_dir)
