@@ -160,7 +160,113 @@ def conv_bench(peak: float, steps: int = 40, baseline_steps: int = 4) -> dict:
     return out
 
 
-def main(steps: int = 2000, full_round: bool = False, manual_dir: str | None = None, conv: bool = False) -> dict:
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+_COMPILE_S = [0.0]
+_LISTENING = False
+
+
+def _on_compile_event(event, duration, **_):
+    if event in COMPILE_EVENTS:
+        _COMPILE_S[0] += duration
+
+
+def _evaluation_seconds(cfg, manual_dir) -> float:
+    """One in-graph-style evaluation of ``cfg``'s validation and test sets, best of 5."""
+    from ltjax.lottery import build_model
+    from ltjax.train import EVAL_BATCH, device_data, loss_and_correct
+
+    ds = D.load(cfg.dataset, validation_size=cfg.validation_size, split_seed=cfg.split_seed, manual_dir=manual_dir)
+    model, data = build_model(cfg, ds), device_data(ds)
+    params = model.init(jax.random.PRNGKey(0))
+
+    @jax.jit
+    def evaluate(p):
+        out = []
+        for x, y in ((data.x_val, data.y_val), (data.x_test, data.y_test)):
+            if x.shape[0]:
+                b = min(EVAL_BATCH, x.shape[0])
+                xs = D.normalize(x.reshape(-1, b, *x.shape[1:]), ds.mean, ds.std)
+                out.append(jax.lax.map(lambda a: loss_and_correct(model.apply(p, a[0]), a[1])[0].sum(),
+                                       (xs, y.reshape(-1, b))).sum())
+        return sum(out)
+
+    jax.block_until_ready(evaluate(params))
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(evaluate(params))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def round_breakdown(preset: str = "lenet_mnist_openlth", manual_dir: str | None = None,
+                    iterations: int | None = None) -> dict:
+    """Where one full round (1 ticket) of ``preset`` spends its time, in seconds, from one
+    ``lottery.run`` in this process with JAX's persistent cache off: loading the (cached,
+    decoded) dataset, tracing and compiling (JAX's own compile-time events), writing checkpoints
+    (θ0 and the round; timed around the store's writers), and the rest of the round (training
+    with its in-graph evaluations). The evaluation share is the time of one evaluation of the
+    validation and test sets (the trainer's batches of ``train.EVAL_BATCH``, compiled alone,
+    best of 5) times the number of evaluations in the round.
+    ``iterations`` shortens the round (a multiple of the preset's ``eval_every``)."""
+    import tempfile
+
+    from jax import monitoring
+
+    from ltjax import lottery, presets, store
+
+    global _LISTENING
+    if not _LISTENING:  # JAX keeps listeners for the process: register one, once
+        monitoring.register_event_duration_secs_listener(_on_compile_event)
+        _LISTENING = True
+    compile_s = _COMPILE_S
+    saved = {"s": 0.0}
+    originals = {name: getattr(store, name) for name in ("save_once", "save_round")}
+
+    def timed(fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                saved["s"] += time.perf_counter() - t
+        return wrapper
+
+    def one(cfg):
+        compile_s[0], saved["s"] = 0.0, 0.0
+        with tempfile.TemporaryDirectory() as out:
+            t = time.perf_counter()
+            lottery.run(cfg, out, manual_dir=manual_dir, progress=False, log=lambda s: None)
+            return time.perf_counter() - t, compile_s[0], saved["s"]
+
+    cfg = presets.get(preset).replace(rounds=1, seeds=1, **({"iterations": iterations} if iterations else {}))
+    t = time.perf_counter()
+    D.load(cfg.dataset, validation_size=cfg.validation_size, split_seed=cfg.split_seed, manual_dir=manual_dir)
+    data_s = time.perf_counter() - t
+    try:
+        for name, fn in originals.items():
+            setattr(store, name, timed(fn))
+        total, comp, ckpt = one(cfg)
+    finally:
+        for name, fn in originals.items():
+            setattr(store, name, fn)
+    eval_s = _evaluation_seconds(cfg, manual_dir) * (cfg.iterations // cfg.eval_every)
+    rest = total - comp - ckpt - data_s
+    out = {"preset": preset, "iterations": cfg.iterations, "eval_every": cfg.eval_every, "total_s": total,
+           "data_s": data_s, "compile_s": comp, "checkpoint_s": ckpt, "training_s": rest - eval_s,
+           "evaluation_s": eval_s}
+    rest1 = out["training_s"]
+    print(f"\none full round of {preset} ({cfg.iterations} iterations, batch {cfg.batch_size}, 1 ticket, "
+          f"eval every {cfg.eval_every}): {total:.1f} s = data {data_s:.1f} + compile {comp:.1f} + training "
+          f"{rest1:.1f} + evaluation {eval_s:.1f} + checkpoints {ckpt:.2f}")
+    return out
+
+
+def main(steps: int = 2000, full_round: bool = False, manual_dir: str | None = None, conv: bool = False,
+         breakdown: bool = False) -> dict:
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}: {jax.devices()[0].device_kind}")
     peak = matmul_peak()
     print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
@@ -200,4 +306,6 @@ def main(steps: int = 2000, full_round: bool = False, manual_dir: str | None = N
             results["full_round_s"] = time.perf_counter() - t
         print(f"one full round of lenet_mnist_iclr2019 (50k iterations, batch 60, 1 ticket, eval every 100, "
               f"incl. data load and compile): {results['full_round_s']:.1f} s")
+    if breakdown:
+        results["round_breakdown"] = round_breakdown(manual_dir=manual_dir)
     return results

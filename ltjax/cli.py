@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also Conv-2 on CIFAR-shaped data, against the same network with flax.linen.Conv")
     b.add_argument("--full-round", action="store_true",
                    help="also time one full round of lenet_mnist_iclr2019 (needs MNIST)")
+    b.add_argument("--breakdown", action="store_true",
+                   help="also split one full round of lenet_mnist_openlth into data, compile, training, evaluation "
+                        "and checkpoints (needs MNIST)")
     b.add_argument("--manual-dir", default=None)
     return p
 
@@ -180,7 +183,7 @@ def _cmd_plot(a) -> None:
 def _cmd_bench(a) -> None:
     from ltjax import bench
 
-    bench.main(steps=a.steps, full_round=a.full_round, manual_dir=a.manual_dir, conv=a.conv)
+    bench.main(steps=a.steps, full_round=a.full_round, manual_dir=a.manual_dir, conv=a.conv, breakdown=a.breakdown)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -301,3 +301,18 @@ def jax_leaves(tree):
     import jax
 
     return jax.tree.leaves(tree)
+
+
+def test_round_breakdown_accounts_for_compile_and_checkpoints():
+    """bench.round_breakdown's parts come from JAX's compile events and the store's writers."""
+    from ltjax import bench, data
+
+    try:
+        data.load_arrays("mnist")
+    except data.DataUnavailableError as e:
+        pytest.skip(f"MNIST not available: {e}")
+    b = bench.round_breakdown("lenet_mnist_openlth", iterations=469)
+    assert b["iterations"] == 469 and b["compile_s"] > 0 and b["checkpoint_s"] > 0 and b["data_s"] > 0
+    parts = b["data_s"] + b["compile_s"] + b["checkpoint_s"] + b["training_s"] + b["evaluation_s"]
+    assert abs(parts - b["total_s"]) < 0.5 * b["total_s"]  # the evaluation share is a difference of two runs
+    assert b["compile_s"] < b["total_s"] and b["training_s"] > 0
