@@ -292,9 +292,16 @@ def test_run_keeps_compiled_programs_and_computes_the_same(tmp_path):
         for a, b in zip(first.rounds, other.rounds):
             for x, y in zip(jax_leaves(a.mask) + jax_leaves(a.params), jax_leaves(b.mask) + jax_leaves(b.params)):
                 np.testing.assert_array_equal(x, y)
-    bad = subprocess.run([*argv, "--out", str(tmp_path / "bad")], env={**base, "LTJAX_COMPILE_CACHE": "maybe"},
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "LTJAX_COMPILE_CACHE='maybe' is not valid" in bad.stderr
+
+
+def test_compile_cache_switch_is_checked(monkeypatch, capsys, tmp_path):
+    from ltjax import compile_cache
+
+    monkeypatch.setenv("LTJAX_COMPILE_CACHE", "maybe")
+    with pytest.raises(ValueError, match="LTJAX_COMPILE_CACHE='maybe' is not valid: use 1"):
+        compile_cache.enable()
+    monkeypatch.setenv("LTJAX_COMPILE_CACHE", "0")
+    assert compile_cache.enable() is None
 
 
 def jax_leaves(tree):

@@ -17,6 +17,7 @@ from ltjax.config import ConfigError
 from ltjax import masks as M
 from ltjax.data import load
 from ltjax.lottery import build_model, round_start, ticket_keys
+from ltjax.progress import Progress
 from ltjax.pruning import prune_count
 from ltjax.store import load_run
 from ltjax.train import device_data, make_trainer
@@ -161,7 +162,7 @@ def test_ticket_chunks_give_the_same_run(tmp_path):
     with pytest.raises(ConfigError, match="ticket_chunk=0 is not valid"):
         lottery.run(cfg, tmp_path / "c", progress=False, log=_quiet, ticket_chunk=0)
     assert not (tmp_path / "c").exists()
-    bar = lottery._Bar(False)
+    bar = Progress(False)
     bar.start("r", 60, passes=2)
     for done in (20, 40, 60, 20, 40):
         bar(done)
