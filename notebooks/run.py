@@ -1,54 +1,45 @@
-"""Run notebooks top to bottom without Jupyter, the way CI checks them.
+"""Run notebooks top to bottom in a Jupyter kernel, as Colab does, the way CI checks them.
 
     python notebooks/run.py notebooks/01_quickstart.ipynb            # the "ci" size, in ./runs
     python notebooks/run.py --size full notebooks/*.ipynb            # the real thing (hours on a CPU)
 
-Each notebook's code cells run in order in one namespace, in a fresh process per notebook,
-with ``LTJAX_NOTEBOOK_SIZE`` set (the notebooks' size switch) and matplotlib drawing
-off-screen. The notebooks contain no IPython magics (their install cell is plain Python),
-so this is what a Colab runtime executes. A failing cell stops the run with the cell's
-number, its first lines and the traceback, and a non-zero exit status.
+Each notebook runs with nbclient in a fresh IPython kernel (pip install nbclient ipykernel; the
+test extra has them) that inherits ``LTJAX_NOTEBOOK_SIZE`` (the notebooks' size switch) and
+``LTJAX_NOTEBOOK_OUT``; figures are captured by matplotlib's inline backend, and
+``--executed DIR`` writes each executed notebook, outputs included. A failing cell stops the
+run with the cell and its traceback, and a non-zero exit status.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 
-def code_cells(path: Path) -> list[str]:
-    nb = json.loads(path.read_text())
-    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+def execute_in_kernel(path: Path, executed: Path | None = None, timeout: int = 1800) -> int:
+    """Run one notebook in a fresh IPython kernel (nbclient); 0 on success. The kernel inherits
+    this process's environment (size switch, output folder) and working directory."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
-
-def execute(path: Path) -> int:
-    """Run one notebook in this process; 0 on success."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    namespace = {"__name__": "__main__"}
-    t_all = time.perf_counter()
-    for i, src in enumerate(code_cells(path), 1):
-        t0 = time.perf_counter()
-        try:
-            exec(compile(src, f"{path.name} [cell {i}]", "exec"), namespace)
-        except Exception:
-            head = "\n".join("    " + line for line in src.splitlines()[:6])
-            print(f"\n{path.name}: code cell {i} failed:\n{head}\n", file=sys.stderr)
-            traceback.print_exc()
-            return 1
-        finally:
-            plt.close("all")
-        print(f"[{path.name}] cell {i} done in {time.perf_counter() - t0:.1f}s", flush=True)
-    print(f"[{path.name}] all {i} code cells ran in {time.perf_counter() - t_all:.1f}s", flush=True)
+    nb = nbformat.read(path, as_version=4)
+    t = time.perf_counter()
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(Path.cwd())}}).execute()
+    except CellExecutionError as e:
+        print(f"\n{path.name}: a cell failed in the kernel:\n{e}", file=sys.stderr)
+        return 1
+    finally:
+        if executed is not None:
+            executed.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, executed / path.name)
+    n = sum(c.cell_type == "code" for c in nb.cells)
+    print(f"[{path.name}] all {n} code cells ran in a kernel in {time.perf_counter() - t:.1f}s", flush=True)
     return 0
 
 
@@ -57,16 +48,10 @@ def main(argv=None) -> int:
     p.add_argument("notebooks", nargs="+", type=Path)
     p.add_argument("--size", choices=["ci", "full"], default="ci")
     p.add_argument("--out", default="runs", help="run directories (LTJAX_NOTEBOOK_OUT)")
-    p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--executed", type=Path, help="write the executed notebooks to this folder")
     a = p.parse_args(argv)
-    if a.in_process:
-        return execute(a.notebooks[0])
-    env = {**os.environ, "LTJAX_NOTEBOOK_SIZE": a.size, "LTJAX_NOTEBOOK_OUT": str(a.out), "MPLBACKEND": "Agg"}
-    failed = []
-    for nb in a.notebooks:
-        rc = subprocess.run([sys.executable, __file__, "--in-process", str(nb)], env=env).returncode
-        if rc:
-            failed.append(nb.name)
+    os.environ.update({"LTJAX_NOTEBOOK_SIZE": a.size, "LTJAX_NOTEBOOK_OUT": str(a.out)})
+    failed = [nb.name for nb in a.notebooks if execute_in_kernel(nb, a.executed)]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
