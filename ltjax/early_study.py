@@ -173,7 +173,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
         store.clear_temporaries(d)
         _promote_resume(d)
         if not s_path.exists():
-            store._write_json(s_path, settings)
+            store.write_json(s_path, settings)
         if not (d / "epoch_000").exists():
             nan = np.full(config.seeds, np.nan, np.float32)
             write_epoch(0, jax.jit(jax.vmap(model.init))(init_keys), {"test_acc": nan, "val_acc": nan})
@@ -226,7 +226,7 @@ def open_study(config: Config, out: str | Path = "runs", *, manual_dir: str | No
 
 
 def _write(path: Path, obj: dict) -> None:
-    store._write_json(path, obj)
+    store.write_json(path, obj)
 
 
 def _train_program(study: Study, model, ds, spec_changes: dict, ticket_chunk, mesh):
@@ -398,8 +398,10 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
         if not 0 <= a < b or (b - a) * spe < steps:
             raise ConfigError(f"window ({a}, {b}) is not valid: epochs 0 ≤ a < b with at least steps={steps} "
                               f"iterations between them")
-        path = study.path / f"gradual_{a:03d}_{b:03d}_n{steps}.json"
-        if path.exists():
+        # every setting that changes the result names the file (s_i only when set: files of
+        # s_i = 0 keep their earlier names) and is checked when the file is read back
+        path = study.path / (f"gradual_{a:03d}_{b:03d}_n{steps}" + (f"_si{s_i:g}" if s_i else "") + ".json")
+        if path.exists() and json.loads(path.read_text()).get("s_i", 0.0) == s_i:
             row = json.loads(path.read_text())
         else:
             t0 = time.perf_counter()
@@ -418,7 +420,7 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
             _, curves = retrain(start, mask, data_keys, data, 0, cfg.iterations)
             fin = np.asarray(curves.test_acc[:, -1])
             bits = jax.vmap(lambda m: early.pooled_bits(m, study.exclude))(mask)
-            row = {"window": [a, b], "steps": steps, "final_test_acc": fin.tolist(),
+            row = {"window": [a, b], "steps": steps, "s_i": s_i, "final_test_acc": fin.tolist(),
                    "density": np.asarray(jax.vmap(M.global_density)(mask)).tolist(),
                    "bits": np.packbits(np.asarray(bits), axis=-1).tolist(), "seconds": time.perf_counter() - t0}
             _write(path, row)

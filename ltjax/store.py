@@ -226,7 +226,9 @@ def lock_holder(d: str | os.PathLike) -> str | None:
         os.close(fd)
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary file renamed over it); NumPy
+    and JAX arrays and scalars become lists and numbers."""
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
     os.replace(tmp, path)
@@ -259,9 +261,9 @@ def init_run(config: Config, out, data: str | None = None) -> Path:
                 f"restore the original data, or start the run elsewhere (another --out). Nothing was changed.")
     d.mkdir(parents=True, exist_ok=True)
     if not cfg_path.exists():
-        _write_json(cfg_path, config.to_dict())
+        write_json(cfg_path, config.to_dict())
     if data and not data_path.exists():
-        _write_json(data_path, {"dataset": config.dataset, "fingerprint": data})
+        write_json(data_path, {"dataset": config.dataset, "fingerprint": data})
     return d
 
 
@@ -296,7 +298,7 @@ def save_round(d: Path, r: int, mask: PyTree, params: PyTree, metrics: dict) -> 
     tmp.mkdir()
     save_tree(tmp / "state", {"mask": mask, "params": params}, fault=f"round{r}.state")
     fault_point(f"round{r}.state_saved")
-    _write_json(tmp / "metrics.json", metrics)
+    write_json(tmp / "metrics.json", metrics)
     fault_point(f"round{r}.metrics_saved")
     _commit(tmp, round_path(d, r))
     fault_point(f"round{r}.committed")

@@ -268,7 +268,7 @@ def test_run_keeps_compiled_programs_and_computes_the_same(tmp_path):
 
     from ltjax.store import load_run
 
-    argv = [sys.executable, "-m", "ltjax.cli", "run", "lenet_mnist_iclr2019", "--seeds", "1", "--rounds", "2",
+    argv = [sys.executable, "-m", "ltjax.cli", "run", "lenet_mnist_iclr2019", "--seeds", "1", "--rounds", "1",
             "--iterations", "100", "--set", "eval_every=50", "--set", "dataset=synthetic_mnist",
             "--set", "widths=32", "--set", "validation_size=100", "--no-progress"]
     base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
