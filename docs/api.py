@@ -43,6 +43,7 @@ MODULES = [
     ("ltjax.data", "datasets (TFDS, TinyImageNet, synthetic arrays, XOR)"),
     ("ltjax.xor", "the XOR experiments of Frankle & Carbin (2018)"),
     ("ltjax.bench", "throughput benchmarks"),
+    ("ltjax.bench_suite", "`ltjax bench --suite`: ticket-steps/s and memory vs vmapped tickets, against PyTorch"),
 ]
 OUT = Path(__file__).resolve().parent / "api.md"
 

@@ -28,6 +28,17 @@ def _bench_steps(text: str) -> int:
     return n
 
 
+def _ticket_counts(text: str) -> tuple[int, ...]:
+    """argparse type of ``bench --tickets``: positive integers separated by commas."""
+    try:
+        counts = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be positive ticket counts like 1,2,4")
+    return counts
+
+
 def _message(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror and e.filename is not None:
         return f"{e.strerror}: {e.filename}"  # not "[Errno 20] Not a directory: '...'"
@@ -97,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="also Conv-2 on CIFAR-shaped data, against the same network with flax.linen.Conv")
     b.add_argument("--full-round", action="store_true",
                    help="also time one full round of lenet_mnist_iclr2019 (needs MNIST)")
+    b.add_argument("--suite", action="store_true",
+                   help="instead: ticket-steps/s and memory vs vmapped tickets for LeNet-300-100, Conv-2 and ResNet-20 "
+                        "on synthetic data (and a PyTorch loop where importable); writes bench.json and bench.md")
+    b.add_argument("--tickets", type=_ticket_counts, default=(1, 2, 4, 8, 16, 32, 64), metavar="T,T,...",
+                   help="with --suite: ticket counts (default 1,2,4,...,64)")
+    b.add_argument("--models", default=None, metavar="NAME,...",
+                   help="with --suite: lenet300_100, conv2, resnet20 (default all)")
+    b.add_argument("--out", default="bench", help="with --suite: folder for bench.json and bench.md")
     b.add_argument("--breakdown", action="store_true",
                    help="also split one full round of lenet_mnist_openlth into data, compile, training, evaluation "
                         "and checkpoints (needs MNIST)")
@@ -182,6 +201,14 @@ def _cmd_plot(a) -> None:
 
 def _cmd_bench(a) -> None:
     from ltjax import bench
+
+    if a.suite:
+        from ltjax import bench_suite
+
+        names = tuple(n.strip() for n in a.models.split(",")) if a.models else tuple(bench_suite.MODELS)
+        bench_suite.suite(tickets=a.tickets, names=names, out=a.out)
+        print(f"wrote {a.out}/bench.json and {a.out}/bench.md")
+        return
 
     bench.main(steps=a.steps, full_round=a.full_round, manual_dir=a.manual_dir, conv=a.conv, breakdown=a.breakdown)
 

@@ -323,3 +323,18 @@ def test_round_breakdown_accounts_for_compile_and_checkpoints():
     parts = b["data_s"] + b["compile_s"] + b["checkpoint_s"] + b["training_s"] + b["evaluation_s"]
     assert abs(parts - b["total_s"]) < 0.5 * b["total_s"]  # the evaluation share is a difference of two runs
     assert b["compile_s"] < b["total_s"] and b["training_s"] > 0
+
+
+def test_bench_suite_writes_json_and_a_table(tmp_path, capsys):
+    """`ltjax bench --suite` at CI size: every ticket count measured, ratios consistent, files written."""
+    assert cli.main(["bench", "--suite", "--tickets", "2", "--models", "lenet300_100", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())
+    rows = res["models"]["lenet300_100"]["rows"]
+    assert [r["tickets"] for r in rows] == [1, 2]  # the one-ticket baseline is always measured
+    assert rows[0]["speedup"] == 1.0 and all(r["steps_per_s"] > 0 for r in rows)
+    assert abs(rows[1]["speedup"] - 2 * rows[1]["steps_per_s"] / rows[0]["steps_per_s"]) < 1e-9
+    assert rows[1]["memory_bytes"] > rows[0]["memory_bytes"] > 0
+    table = (tmp_path / "bench.md").read_text()
+    assert "| 2 |" in table and "ticket-steps/s" in table and "lenet300_100, batch 60" in table
+    assert cli.main(["bench", "--suite", "--models", "alexnet", "--out", str(tmp_path)]) == 2
+    assert "unknown suite model 'alexnet'" in capsys.readouterr().err
