@@ -60,10 +60,11 @@ def _synthetic(n_train=55_000, n_val=5000, n_test=10_000, seed=0) -> D.Dataset:
 
 
 def train_rate(batch: int, tickets: int, steps: int, eval_every: int, ds: D.Dataset, repeats: int = 3,
-               model: models.Model | None = None) -> float:
-    """Steps per second (per program: every step advances all ``tickets``)."""
+               model: models.Model | None = None, optimizer: dict | None = None) -> float:
+    """Steps per second (per program: every step advances all ``tickets``), best of ``repeats``
+    after a compiling call; ``optimizer``: TrainSpec fields (default plain SGD at lr 0.05)."""
     model = model or models.mlp((300, 100), init="glorot_normal")
-    spec = TrainSpec(optimizer="sgd", lr=0.05, batch_size=batch, eval_every=eval_every)
+    spec = TrainSpec(batch_size=batch, eval_every=eval_every, **(optimizer or dict(optimizer="sgd", lr=0.05)))
     train = make_trainer(model, spec, ds.mean, ds.std)
     keys = jax.random.split(jax.random.PRNGKey(0), tickets)
     params = jax.vmap(model.init)(keys)
@@ -78,6 +79,34 @@ def train_rate(batch: int, tickets: int, steps: int, eval_every: int, ds: D.Data
     return steps / best
 
 
+def step_memory_analysis(model: models.Model, spec: TrainSpec, tickets: int | None = None):
+    """XLA's memory analysis of one compiled training step (minibatch of ``spec.batch_size``,
+    forward, backward, masked optimizer update) of one ticket, or of ``tickets`` vmapped;
+    ``None`` where the backend reports none."""
+    opt = make_optimizer(spec)
+    x = jnp.zeros((spec.batch_size, *model.input_shape), jnp.float32)
+    y = jnp.zeros(spec.batch_size, jnp.int32)
+
+    def init(key):
+        params = model.init(key)
+        return params, M.make_mask(params, model.is_prunable), opt.init(params)
+
+    def step(params, mask, opt_state):
+        def loss(p):
+            logits, new = model.apply_train(M.apply_mask(p, mask), x)
+            return jnp.mean(loss_and_correct(logits, y)[0]), new
+
+        g, new = jax.grad(loss, has_aux=True)(params)
+        updates, opt_state = opt.update(M.apply_mask(g, mask), opt_state, params)
+        return M.apply_mask(jax.tree.map(jnp.add, new, updates), mask), opt_state
+
+    if tickets is None:
+        args, fn = init(jax.random.PRNGKey(0)), step
+    else:
+        args, fn = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(0), tickets)), jax.vmap(step)
+    return jax.jit(fn, donate_argnums=(0, 2)).lower(*args).compile().memory_analysis()
+
+
 def ticket_memory(model: models.Model, spec: TrainSpec) -> dict[str, int | None]:
     """Device memory of one ticket's training step, from XLA's analysis of the compiled step
     (one minibatch of ``spec.batch_size``, forward, backward, masked optimizer update).
@@ -88,24 +117,7 @@ def ticket_memory(model: models.Model, spec: TrainSpec) -> dict[str, int | None]
     backend reports no analysis. A program vmapping k tickets at a time on a device needs about
     ``tickets_per_device · state + k · temporaries`` plus the dataset (replicated); choose
     ``ticket_chunk`` so that fits (see ``docs/scale.md``)."""
-    params = model.init(jax.random.PRNGKey(0))
-    mask = M.make_mask(params, model.is_prunable)
-    opt = make_optimizer(spec)
-    opt_state = opt.init(params)
-    x = jnp.zeros((spec.batch_size, *model.input_shape), jnp.float32)
-    y = jnp.zeros(spec.batch_size, jnp.int32)
-
-    def step(params, mask, opt_state):
-        def loss(p):
-            logits, new = model.apply_train(M.apply_mask(p, mask), x)
-            return jnp.mean(loss_and_correct(logits, y)[0]), new
-
-        g, new = jax.grad(loss, has_aux=True)(params)
-        g = M.apply_mask(g, mask)
-        updates, opt_state = opt.update(g, opt_state, params)
-        return M.apply_mask(jax.tree.map(jnp.add, new, updates), mask), opt_state
-
-    analysis = jax.jit(step, donate_argnums=(0, 2)).lower(params, mask, opt_state).compile().memory_analysis()
+    analysis = step_memory_analysis(model, spec)
     if analysis is None:
         return {"state": None, "temporaries": None, "total": None}
     state = int(analysis.argument_size_in_bytes)

@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ltjax import data as D
-from ltjax import masks as M
 from ltjax import models
-from ltjax.train import TrainSpec, device_data, loss_and_correct, make_optimizer, make_trainer
+from ltjax.bench import step_memory_analysis, train_rate
+from ltjax.train import TrainSpec
 
 #: name: (model factory, batch, input shape)
 MODELS = {
@@ -53,42 +52,13 @@ def _dataset(shape, batch: int) -> D.Dataset:
 def program_memory(model: models.Model, spec: TrainSpec, tickets: int) -> int | None:
     """Bytes of one vmapped training step of ``tickets`` tickets (arguments + temporaries), from
     XLA's memory analysis of the compiled step; ``None`` where the backend reports none."""
-    keys = jax.random.split(jax.random.PRNGKey(0), tickets)
-    params = jax.vmap(model.init)(keys)
-    mask = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(params)
-    opt = make_optimizer(spec)
-    opt_state = jax.vmap(opt.init)(params)
-    x = jnp.zeros((spec.batch_size, *model.input_shape), jnp.float32)
-    y = jnp.zeros(spec.batch_size, jnp.int32)
-
-    def step(p, m, s):
-        def loss(q):
-            logits, new = model.apply_train(M.apply_mask(q, m), x)
-            return jnp.mean(loss_and_correct(logits, y)[0]), new
-
-        g, new = jax.grad(loss, has_aux=True)(p)
-        u, s = opt.update(M.apply_mask(g, m), s, p)
-        return M.apply_mask(jax.tree.map(jnp.add, new, u), m), s
-
-    a = jax.jit(jax.vmap(step), donate_argnums=(0, 2)).lower(params, mask, opt_state).compile().memory_analysis()
+    a = step_memory_analysis(model, spec, tickets)
     return None if a is None else int(a.argument_size_in_bytes + a.temp_size_in_bytes)
 
 
 def ltjax_rate(model: models.Model, batch: int, tickets: int, steps: int, repeats: int, ds: D.Dataset) -> float:
     """Steps per second of one program training ``tickets`` tickets vmapped."""
-    spec = TrainSpec(batch_size=batch, eval_every=steps, **SPEC)
-    train = make_trainer(model, spec, ds.mean, ds.std)
-    keys = jax.random.split(jax.random.PRNGKey(0), tickets)
-    params = jax.vmap(model.init)(keys)
-    mask = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(params)
-    data = device_data(ds)
-    jax.block_until_ready(train(params, mask, keys, data, 0, steps))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(train(params, mask, keys, data, 0, steps))
-        best = min(best, time.perf_counter() - t)
-    return steps / best
+    return train_rate(batch, tickets, steps, steps, ds, repeats=repeats, model=model, optimizer=SPEC)
 
 
 def torch_rate(name: str, batch: int, shape, steps: int, repeats: int) -> float | None:
