@@ -428,37 +428,6 @@ def test_resolve_manual_dir(monkeypatch):
 
 # -- Fashion-MNIST ----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mnist_arrays():
-    """MNIST from the real cache, loaded before a test switches to an isolated cache."""
-    return D.load_arrays("mnist")
-
-
-@needs_shared
-@needs_mnist
-def test_fashion_mnist_prepared_from_manual_dir(mnist_arrays, isolated, tmp_path):
-    mnist = mnist_arrays
-    home_tfds = Path.home() / "tensorflow_datasets"
-    before = sorted(p.name for p in home_tfds.iterdir()) if home_tfds.is_dir() else []
-
-    ds = D.load("fashion_mnist", validation_size=5000, split_seed=0,
-                data_dir=str(isolated), manual_dir=str(SHARED))
-    assert ds.x_train.shape == (55000, 28, 28, 1) and ds.x_train.dtype == np.uint8
-    assert ds.x_val.shape == (5000, 28, 28, 1)
-    assert ds.x_test.shape == (10000, 28, 28, 1)
-    assert ds.y_train.dtype == np.int32 and set(np.unique(ds.y_test)) == set(range(10))
-    assert ds.mean == (0.2860,) and ds.std == (0.3530,) and ds.num_classes == 10
-    m, s = _pixel_stats(ds.x_train, ds.x_val)
-    assert abs(m - 0.2860) < 1e-3 and abs(s - 0.3530) < 1e-3
-    assert not np.array_equal(ds.x_test[:100], mnist["x_test"][:100])
-    assert not np.array_equal(ds.y_test, mnist["y_test"])
-
-    assert (tmp_path / "cache" / "fashion_mnist.npz").exists()
-    assert any(isolated.glob("fashion_mnist/*"))
-    after = sorted(p.name for p in home_tfds.iterdir()) if home_tfds.is_dir() else []
-    assert before == after  # nothing written to TFDS's default data_dir (it may hold a copy from before)
-
-
 @needs_shared
 def test_mnist_then_fashion_mnist_in_one_tfds_data_dir(isolated):
     """Regression: TFDS extracts manual files under their own names, which MNIST and
@@ -466,6 +435,8 @@ def test_mnist_then_fashion_mnist_in_one_tfds_data_dir(isolated):
 
     The preparation runs in a fresh process, as a first `ltjax run` does, and prints none of
     TensorFlow's start-up noise (it logs when it is loaded, so only a fresh process shows it)."""
+    home_tfds = Path.home() / "tensorflow_datasets"
+    before = sorted(p.name for p in home_tfds.iterdir()) if home_tfds.is_dir() else []
     code = ("from ltjax import data as D; import sys\n"
             "for name in ('mnist', 'fashion_mnist'):\n"
             "    print(name, D.load_arrays(name, data_dir=sys.argv[1], manual_dir=sys.argv[2])['x_train'].shape)")
@@ -478,6 +449,18 @@ def test_mnist_then_fashion_mnist_in_one_tfds_data_dir(isolated):
     for noise in ("cuInit", "cuda drivers", "oneDNN", "E0000", "W0000", "I0000"):
         assert noise not in r.stderr, r.stderr
     mnist, fashion = D.load_arrays("mnist"), D.load_arrays("fashion_mnist")  # from the cache it wrote
+    after = sorted(p.name for p in home_tfds.iterdir()) if home_tfds.is_dir() else []
+    assert before == after  # nothing written to TFDS's default data_dir (it may hold a copy from before)
+    assert any(isolated.glob("fashion_mnist/*")) and (isolated.parent / "cache" / "fashion_mnist.npz").exists()
+    # Fashion-MNIST through D.load: shapes, dtypes, the split and its constants
+    ds = D.load("fashion_mnist", validation_size=5000, split_seed=0)
+    assert ds.x_train.shape == (55000, 28, 28, 1) and ds.x_train.dtype == np.uint8
+    assert ds.x_val.shape == (5000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
+    assert ds.y_train.dtype == np.int32 and set(np.unique(ds.y_test)) == set(range(10))
+    assert ds.mean == (0.2860,) and ds.std == (0.3530,) and ds.num_classes == 10
+    m, sd = _pixel_stats(ds.x_train, ds.x_val)
+    assert abs(m - 0.2860) < 1e-3 and abs(sd - 0.3530) < 1e-3
+    assert not np.array_equal(ds.x_test[:100], mnist["x_test"][:100])
     assert abs(_pixel_stats(mnist["x_train"])[0] - 0.1307) < 1e-3
     assert abs(_pixel_stats(fashion["x_train"])[0] - 0.2860) < 1e-3
     assert not np.array_equal(fashion["y_train"], mnist["y_train"])
