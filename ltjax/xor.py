@@ -223,7 +223,7 @@ def _train_units(params, mask, idx: np.ndarray, lr: float, iterations: int):
     W1, b1, W2, b2 = (np.asarray(a) for a in _sgd(part, None, lr, iterations))
     k = np.where(np.asarray(mask["fc1"]["kernel"]), k, 0)
     ko = np.where(np.asarray(mask["out"]["kernel"])[..., 0], ko, 0)
-    k, b, ko = k.copy(), b.copy(), ko.copy()
+    b = b.copy()  # np.where made fresh k and ko; b is still a view of the input
     k[t, :, idx], b[t, idx], ko[t, idx] = np.transpose(W1, (2, 1, 0)), b1.T, W2.T
     return {"fc1": {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)},
             "out": {"kernel": jnp.asarray(ko[..., None]), "bias": jnp.asarray(b2[:, None])}}
