@@ -5,7 +5,7 @@ networks pruned to 4 and to 2 hidden units by the three unit heuristics, one-sho
 iterative (2 units per round), survivors reset to θ0 and retrained. All trials of a
 configuration train together in one vmapped program (:mod:`ltjax.xor`).
 
-    python experiments/frankle2018_xor.py            # full: 1000 trials, 10,000 iterations (about 10 s)
+    python experiments/frankle2018_xor.py            # full: 1000 trials, 10,000 iterations (8-10 s here)
     python experiments/frankle2018_xor.py --quick    # 200 trials, 5000 iterations
     python experiments/frankle2018_xor.py --sweep    # also the learning-rate sweep (dense 10 and 2 units)
 
