@@ -198,7 +198,7 @@ def test_oneshot_and_global_scopes(tmp_path):
 
 
 def _cli(out, extra=()):
-    return [sys.executable, "-m", "ltjax.cli", "run", "lenet_mnist_iclr2019", "--seeds", "2", "--rounds", "4",
+    return [sys.executable, "-m", "ltjax.cli", "run", "lenet_mnist_iclr2019", "--seeds", "2", "--rounds", "3",
             "--iterations", "400", "--set", "eval_every=100", "--out", str(out), "--no-progress", *extra]
 
 
@@ -209,17 +209,17 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
 
     proc = subprocess.Popen(_cli(tmp_path / "b"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "b").glob("*/round_001")):
+    while time.time() < deadline and not list((tmp_path / "b").glob("*/round_000")):
         time.sleep(0.05)
-    time.sleep(0.3)  # now inside round 2: training or writing it
+    time.sleep(0.3)  # now inside round 1: training or writing it
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (killed,) = list((tmp_path / "b").iterdir())
-    assert len(load_run(killed).rounds) < 4
+    assert len(load_run(killed).rounds) < 3
     subprocess.run(_cli(tmp_path / "b"), check=True, env=env, capture_output=True)
 
     a, b = load_run(ref), load_run(killed)
-    assert len(a.rounds) == len(b.rounds) == 4
+    assert len(a.rounds) == len(b.rounds) == 3
     for ra, rb in zip(a.rounds, b.rounds):
         for x, y in zip(_leaves(ra.mask), _leaves(rb.mask)):
             np.testing.assert_array_equal(x, y)
@@ -238,7 +238,7 @@ assert x.sharding.shard_shape(x.shape) == (2, 3)  # 2 tickets per device
 assert ticket_mesh(6).devices.size == 6  # fewer tickets than devices: one each
 y = shard_tickets(np.zeros((12, 3)), ticket_mesh(12))
 assert y.sharding.shard_shape(y.shape) == (12, 3)  # 12 on 8 does not split: kept whole between programs
-cfg = presets.get("lenet_mnist_openlth").replace(widths=(64,), iterations=200, eval_every=100, seeds=16, rounds=2)
+cfg = presets.get("lenet_mnist_openlth").replace(widths=(64,), iterations=100, eval_every=50, seeds=16, rounds=2)
 lottery.run(cfg, sys.argv[1], progress=False, log=lambda s: None)
 lottery.run(cfg.replace(seeds=12, rounds=1), sys.argv[2], progress=False, log=lambda s: None)
 """
@@ -248,14 +248,14 @@ def test_sixteen_tickets_on_eight_devices_match_single_device(tmp_path):
     """16 tickets sharded 2 per device over 8 forced host devices compute exactly what one
     device computes vmapping 2 tickets at a time (``ticket_chunk=2``: the same per-device
     program). Vmapping all 16 at once batches the matmuls differently (float32 reassociation),
-    which 200 SGD steps amplify in the weights, so against it the accuracies are
+    which 100 SGD steps amplify in the weights, so against it the accuracies are
     compared, to 0.2 points (a few of 10,000 test images).
     12 tickets, which 8 devices do not divide, are padded to 16 inside the program (2 per
     device, the last ticket's copies dropped) and equal one device's 2-ticket chunks too."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "multi"), str(tmp_path / "twelve")],
                    check=True, env=env)
-    cfg = presets.get("lenet_mnist_openlth").replace(widths=(64,), iterations=200, eval_every=100, seeds=16, rounds=2)
+    cfg = presets.get("lenet_mnist_openlth").replace(widths=(64,), iterations=100, eval_every=50, seeds=16, rounds=2)
     pairs = lottery.run(cfg, tmp_path / "pairs", progress=False, log=_quiet, ticket_chunk=2)
     (multi_dir,) = list((tmp_path / "multi").iterdir())
     multi = load_run(multi_dir)
@@ -277,7 +277,7 @@ def test_sixteen_tickets_on_eight_devices_match_single_device(tmp_path):
 
 
 def test_reinit_and_shuffle_controls_train_beside_the_ticket(tmp_path):
-    cfg = SMALL.replace(iterations=1000, seeds=2, rounds=2, controls=("reinit:2", "shuffle:1", "random"),
+    cfg = SMALL.replace(iterations=300, eval_every=150, seeds=2, rounds=2, controls=("reinit:2", "shuffle:1", "random"),
                         shuffle_layers=("fc*",))
     run = lottery.run(cfg, tmp_path, progress=False, log=_quiet)
     m = run.rounds[1].metrics

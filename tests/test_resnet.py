@@ -95,7 +95,8 @@ def test_resnet20_preset_rewinds_weights_and_statistics(tmp_path, monkeypatch):
             "y_test": rng.integers(0, 10, 16).astype(np.int32)}
     monkeypatch.setattr(D, "load_arrays", lambda name, **kw: fake)
     cfg = presets.get("resnet20_cifar10_ltr").replace(
-        batch_size=16, iterations=8, eval_every=2, rewind_iteration=2, lr_drops=(6,), rounds=2, seeds=1)
+        # every training call is 2 iterations (theta_k, the rest of round 0, round 1): one program
+        batch_size=16, iterations=4, eval_every=2, rewind_iteration=2, lr_drops=(3,), rounds=2, seeds=1)
     run = lottery.run(cfg, tmp_path, progress=False, log=lambda _: None)
     theta_k = run.theta_k
     assert "batch_stats" in theta_k and not np.allclose(theta_k["batch_stats"]["bn"]["var"],

@@ -102,7 +102,7 @@ def test_several_scores_in_one_program(tmp_path):
     from ltjax import masks as Mk
     from tests.helpers import assert_masks_agree
 
-    base = presets.get("lenet_mnist_openlth").replace(iterations=469, eval_every=469, seeds=2, rounds=2)
+    base = presets.get("lenet_mnist_openlth").replace(iterations=200, eval_every=100, seeds=2, rounds=2)
     run = lottery.run(base.replace(scores=("magnitude", "l1", "lamp")), tmp_path, progress=False, log=lambda _: None)
     assert list(run.rounds[1].metrics["ticket_score"]) == ["magnitude"] * 2 + ["l1"] * 2 + ["lamp"] * 2
     t0 = run.theta0["fc1"]["kernel"]
@@ -136,7 +136,7 @@ def test_partial_reinitialization_keeps_theta0_on_common_survivors(tmp_path):
     from ltjax import lottery, presets
     from ltjax.config import ConfigError
 
-    base = presets.get("lenet_mnist_openlth").replace(iterations=469, eval_every=469, seeds=2, rounds=2,
+    base = presets.get("lenet_mnist_openlth").replace(iterations=200, eval_every=100, seeds=2, rounds=2,
                                                       scores=("magnitude", "l1"))
     src = lottery.run(base, tmp_path, progress=False, log=lambda _: None)
     cfg = base.replace(partial_reinit_from=str(src.path), partial_reinit_round=1)
