@@ -106,6 +106,12 @@ def _flat_state(opt_state: PyTree) -> dict:
 
 def _unflat_state(flat: dict | None, template: PyTree) -> PyTree:
     leaves = [flat[k] for k in sorted(flat or {})]
+    want = jax.tree.structure(template).num_leaves
+    if len(leaves) != want:
+        raise ValueError(f"the saved optimizer state has {len(leaves)} arrays, this optimizer {want}: it was saved by "
+                         f"an ltjax whose optimizer state also held batch-norm statistics (before 2026-12). Delete "
+                         f"the study's 'resume' folder to retrain the baseline from epoch 0 (it computes the same "
+                         f"weights; the finished epoch_NNN folders are kept), or finish it with that ltjax")
     return jax.tree_util.tree_unflatten(jax.tree.structure(template), leaves)
 
 
@@ -180,7 +186,9 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
         if (d / "resume").exists():
             st = store.load_once(d / "resume")
             last, params = int(st["epoch"]), shard_tickets(st["params"], mesh)
-            template = jax.eval_shape(jax.vmap(make_optimizer(config.train_spec(), 0).init), params)
+            # the optimizer sees the weights only (batch statistics are model state)
+            template = jax.eval_shape(jax.vmap(lambda p: make_optimizer(config.train_spec(), 0).init(
+                model.split(p)[0])), params)
             opt_state = _unflat_state(st.get("opt_state"), template)
             if not (d / f"epoch_{last:03d}").exists():  # killed between the two writes of an epoch
                 write_epoch(last, params, {"test_acc": st["test_acc"], "val_acc": st["val_acc"]})

@@ -33,17 +33,27 @@ from ltjax.data.augment import augment
 from ltjax.data.order import batch_indices
 from ltjax.devices import constrain_tickets, pad_tickets, padded_count
 from ltjax.masks import apply_mask
-from ltjax.models import STATE
 
 PyTree = Any
 OPTIMIZERS = ("sgd", "momentum", "adam")
+HYPER = ("lr", "weight_decay")  # what may vary per ticket of one program (see make_trainer's ``hyper``)
 EVAL_BATCH = 1000
 
 
 class TrainSpec(NamedTuple):
-    """Everything about how one ticket trains (hashable: it keys compiled-program caches)."""
+    """Everything about how one ticket trains (hashable: it keys compiled-program caches).
 
-    optimizer: str = "sgd"
+    ``optimizer`` is a name (``sgd | momentum | adam``, with ``lr``, ``momentum``,
+    ``weight_decay`` and the schedule fields), or your own optax optimizer: a factory
+    ``f(learning_rate) -> GradientTransformation`` called with the learning-rate schedule
+    (``schedule``, default the one built from ``lr``, ``lr_drops`` and ``warmup_iterations``)
+    already offset to the ticket's first iteration, so a ticket rewound to k continues the
+    schedule at k; or a ready ``GradientTransformation``, used as is (its own step count
+    starts at 0 for every fresh optimizer). ``loss(logits, labels) -> per-example loss``
+    replaces the default (softmax cross-entropy; sigmoid BCE for one output).
+    """
+
+    optimizer: str | Callable | optax.GradientTransformation = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -53,6 +63,8 @@ class TrainSpec(NamedTuple):
     batch_size: int = 60
     eval_every: int = 100
     augment: str = "none"  # on-device training augmentation (ltjax.data.augment), keyed per ticket and step
+    schedule: Callable | None = None  # learning rate at a global iteration (for a factory ``optimizer``)
+    loss: Callable | None = None  # (logits, labels) -> per-example loss
 
 
 class DeviceData(NamedTuple):
@@ -98,46 +110,104 @@ def device_data(ds: D.Dataset, sharding=None) -> DeviceData:
     return jax.device_put(arrays, sharding)
 
 
-def lr_schedule(spec: TrainSpec) -> optax.Schedule:
-    """Learning rate at a global iteration: linear warmup, then step drops."""
+def lr_schedule(spec: TrainSpec, lr=None) -> optax.Schedule:
+    """Learning rate at a global iteration: ``spec.schedule`` if given, else linear warmup to
+    ``lr`` (default ``spec.lr``; in a sweep, the ticket's traced value), then step drops."""
+    if spec.schedule is not None:
+        return spec.schedule
+    lr = spec.lr if lr is None else lr
     drops = {int(t): spec.lr_drop_factor for t in spec.lr_drops}
-    sched = optax.piecewise_constant_schedule(spec.lr, drops) if drops else optax.constant_schedule(spec.lr)
+    sched = optax.piecewise_constant_schedule(lr, drops) if drops else optax.constant_schedule(lr)
     if spec.warmup_iterations:
-        warm = optax.linear_schedule(0.0, spec.lr, spec.warmup_iterations)
+        warm = optax.linear_schedule(0.0, lr, spec.warmup_iterations)
         return lambda t: jnp.where(t < spec.warmup_iterations, warm(t), sched(t))
     return sched
 
 
-def make_optimizer(spec: TrainSpec, start_step=0) -> optax.GradientTransformation:
-    """SGD, SGD with momentum (heavy ball, PyTorch convention) or Adam.
+def make_optimizer(spec: TrainSpec, start_step=0, hyper: dict | None = None) -> optax.GradientTransformation:
+    """The optimizer of a ticket whose first iteration is ``start_step``.
 
-    Weight decay is L2 added to the gradient before the optimizer (PyTorch's
-    ``weight_decay``), so it is masked like the gradient. ``start_step`` offsets the
-    schedule, so a rewound ticket resumes the learning-rate schedule at iteration k.
+    By name: SGD, SGD with momentum (heavy ball, PyTorch convention) or Adam; weight decay is
+    L2 added to the gradient before the optimizer (PyTorch's ``weight_decay``), so it is
+    masked like the gradient. A factory is called with the schedule offset by
+    ``start_step``; a ``GradientTransformation`` is returned as is (see :class:`TrainSpec`).
+    ``hyper``: this ticket's own ``lr`` and ``weight_decay`` (scalars, traced in a sweep) in
+    place of the spec's (see :func:`check_hyper`).
     """
-    if spec.optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {spec.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    sched = lr_schedule(spec)
+    hyper = hyper or {}
+    if isinstance(spec.optimizer, optax.GradientTransformation):
+        return spec.optimizer
+    sched = lr_schedule(spec, hyper.get("lr"))
     lr = lambda count: sched(count + start_step)  # noqa: E731
+    if callable(spec.optimizer):
+        opt = spec.optimizer(lr)
+        if not isinstance(opt, optax.GradientTransformation):
+            raise TypeError(f"optimizer factory {spec.optimizer!r} returned {type(opt).__name__}; it must return "
+                            f"an optax.GradientTransformation, e.g. lambda lr: optax.adamw(lr, weight_decay=1e-4)")
+        return opt
+    if spec.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {spec.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}, "
+                         f"or an optax optimizer factory lr -> GradientTransformation")
     if spec.optimizer == "sgd":
         core = optax.sgd(lr)
     elif spec.optimizer == "momentum":
         core = optax.sgd(lr, momentum=spec.momentum)
     else:
         core = optax.adam(lr)
-    if spec.weight_decay:
-        return optax.chain(optax.add_decayed_weights(spec.weight_decay), core)
+    if spec.weight_decay or "weight_decay" in hyper:
+        return optax.chain(optax.add_decayed_weights(hyper.get("weight_decay", spec.weight_decay)), core)
     return core
 
 
-def loss_and_correct(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-example loss and correctness: softmax cross-entropy, or sigmoid BCE for 1 output."""
+def check_hyper(spec: TrainSpec, hyper: dict | None, tickets: int) -> dict | None:
+    """Per-ticket hyperparameters as float32 vectors of one value per ticket, or a clear error.
+
+    ``lr`` replaces ``spec.lr`` in the schedule ltjax builds (warmup, step drops), so it needs
+    that schedule (not your own); ``weight_decay`` is the named optimizers' L2 term. Each ticket
+    computes what a run with its value as ``spec``'s constant computes (tested bitwise against
+    programs of the same shape)."""
+    if not hyper:
+        return None
+    unknown = sorted(set(hyper) - set(HYPER))
+    if unknown:
+        raise ValueError(f"unknown per-ticket hyperparameters {unknown}; what may vary per ticket: {', '.join(HYPER)} "
+                         f"(initialization std: ltjax.models.init_with_std)")
+    for k, v in hyper.items():
+        if jnp.shape(v) != (tickets,):
+            raise ValueError(f"hyper[{k!r}] must hold one value per ticket, shape ({tickets},); "
+                             f"got shape {jnp.shape(v)}")
+    ready = isinstance(spec.optimizer, optax.GradientTransformation)
+    if "lr" in hyper and (spec.schedule is not None or ready):
+        raise ValueError("hyper['lr'] is the peak of the schedule ltjax builds from lr, lr_drops and "
+                         "warmup_iterations; with your own schedule (or a ready GradientTransformation) put each learning rate in it")
+    if "weight_decay" in hyper and not isinstance(spec.optimizer, str):
+        raise ValueError("hyper['weight_decay'] is the named optimizers' L2 term; with your own optimizer, give its "
+                         "weight decay to it (e.g. optax.adamw's weight_decay)")
+    return {k: jnp.asarray(v, jnp.float32) for k, v in hyper.items()}
+
+
+def correct(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-example correctness: argmax, or the sign of a single logit."""
+    if logits.shape[-1] == 1:
+        return (logits[..., 0] > 0) == (y == 1)
+    return jnp.argmax(logits, -1) == y
+
+
+def default_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-example loss: softmax cross-entropy, or sigmoid BCE for 1 output."""
     if logits.shape[-1] == 1:
         z = logits[..., 0]
-        loss = optax.sigmoid_binary_cross_entropy(z, y.astype(z.dtype))
-        return loss, (z > 0) == (y == 1)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return loss, jnp.argmax(logits, -1) == y
+        return optax.sigmoid_binary_cross_entropy(z, y.astype(z.dtype))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+
+def loss_and_correct(logits: jax.Array, y: jax.Array, loss: Callable | None = None) -> tuple[jax.Array, jax.Array]:
+    """Per-example loss (``loss`` or :func:`default_loss`) and correctness."""
+    per_example = (loss or default_loss)(logits, y)
+    if per_example.shape != y.shape:
+        raise ValueError(f"loss must return one value per example, shape {y.shape}; got shape {per_example.shape} "
+                         f"(return the per-example values, not their mean)")
+    return per_example, correct(logits, y)
 
 
 class TrainOutput(NamedTuple):
@@ -147,6 +217,152 @@ class TrainOutput(NamedTuple):
     curves: Curves
     opt_state: PyTree  # pass back in to continue training exactly where this call stopped
     mask: PyTree  # the mask at the end (changes only with a ``mask_update``)
+
+
+class TrainState(NamedTuple):
+    """One ticket in training. ``params`` are the trained weights (always ``⊙ mask``);
+    ``model_state`` what the forward pass updates itself (batch-norm running statistics),
+    kept apart from the optimizer; ``step`` the global iteration the next step runs."""
+
+    params: PyTree
+    model_state: dict
+    opt_state: PyTree
+    mask: PyTree
+    step: jax.Array
+    rng: jax.Array  # split(ticket key): [1] keys augmentation, [0] dropout, folded with the iteration
+
+
+class Batch(NamedTuple):
+    x: jax.Array
+    y: jax.Array
+
+
+def make_train_step(model, spec: TrainSpec, opt: optax.GradientTransformation, mean, std,
+                    mask_update: Callable | None = None) -> Callable:
+    """``train_step(state, batch) -> (state, (loss, accuracy))``: one masked optimizer step.
+
+    Gradients and updates are multiplied by the mask, so pruned weights stay exactly 0
+    (bitwise) and no per-step multiply of the weights is needed. ``mask_update(t, params,
+    mask) -> mask`` (unsplit params), if given, runs first; what it prunes is zeroed at once.
+    """
+    def batch_loss(params, model_state, x, y, rng):
+        logits, new_state = model.forward_train(params, model_state, D.normalize(x, mean, std), rng)
+        loss, ok = loss_and_correct(logits, y, spec.loss)
+        return jnp.mean(loss), (jnp.mean(ok.astype(jnp.float32)), new_state)
+
+    def train_step(state: TrainState, batch: Batch):
+        params, mask, t = state.params, state.mask, state.step
+        if mask_update is not None:
+            full = mask_update(t, model.merge(params, state.model_state), _merge_mask(model, mask, state.model_state))
+            mask = model.split(full)[0]
+            params = apply_mask(params, mask)
+        x = augment(spec.augment, jax.random.fold_in(state.rng[1], t), batch.x)
+        rng = jax.random.fold_in(state.rng[0], t) if model.rngs else None
+        (loss, (acc, model_state)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
+            params, state.model_state, x, batch.y, rng)
+        updates, opt_state = opt.update(apply_mask(grads, mask), state.opt_state, params)
+        params = apply_mask(optax.apply_updates(params, updates), mask)
+        return TrainState(params, model_state, opt_state, mask, t + 1, state.rng), (loss, acc)
+
+    return train_step
+
+
+def _merge_mask(model, mask, model_state):
+    """The whole-tree mask of a weights mask: ``None`` on the model state."""
+    return model.merge(mask, jax.tree.map(lambda _: None, model_state))
+
+
+def evaluate(forward: Callable, params: PyTree, x, y, w, loss: Callable | None = None):
+    """Weighted mean loss and accuracy of ``forward(params, x)`` over a padded set, in
+    batches of at most :data:`EVAL_BATCH` (NaN for an empty set)."""
+    if x.shape[0] == 0:
+        return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
+    b = min(EVAL_BATCH, x.shape[0])
+    xs = x.reshape(-1, b, *x.shape[1:])
+    ys, ws = y.reshape(-1, b), w.reshape(-1, b)
+
+    def one(args):
+        xb, yb, wb = args
+        per_example, ok = loss_and_correct(forward(params, xb), yb, loss)
+        return jnp.sum(per_example * wb), jnp.sum(ok * wb)
+
+    losses, oks = lax.map(one, (xs, ys, ws))
+    n = jnp.sum(w)
+    return jnp.sum(losses) / n, jnp.sum(oks) / n
+
+
+def make_segments(model, spec: TrainSpec, mean, std, progress=None, mask_update=None) -> Callable:
+    """``train_one(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin) ->
+    TrainOutput`` for one ticket: ``num_steps // eval_every`` scanned segments of
+    :func:`make_train_step`, each followed by validation and test evaluation in the same program."""
+    B, E = spec.batch_size, spec.eval_every
+
+    def forward(params, x):
+        return model.apply(params, D.normalize(x, mean, std))
+
+    def train_one(params, mask, key, opt_state, hyper, data: DeviceData, start_step, num_steps, origin):
+        n = data.x_train.shape[0]
+        opt = make_optimizer(spec, start_step if origin is None else origin, hyper)
+        step = make_train_step(model, spec, opt, mean, std, mask_update)
+
+        def segment(state, c):
+            ts = start_step + c * E + jnp.arange(E, dtype=jnp.int32)
+            # the E batches' indices at once, outside the step loop: integer work vectorized over
+            # the segment rather than a few scalar operations (and a loop) inside every step
+            idxs = jax.vmap(lambda t: batch_indices(key, n, B, t))(ts)
+            state, (losses, accs) = lax.scan(
+                lambda s, i: step(s, Batch(data.x_train[i], data.y_train[i])), state, idxs)
+            trained = model.merge(state.params, state.model_state)
+            val = evaluate(forward, trained, data.x_val, data.y_val, data.w_val, spec.loss)
+            test = evaluate(forward, trained, data.x_test, data.y_test, data.w_test, spec.loss)
+            done = (c + 1) * E
+            if progress is not None:
+                jax.debug.callback(progress, done)
+            return state, Curves(start_step + done, jnp.mean(losses), jnp.mean(accs), *val, *test)
+
+        weights, model_state = model.split(apply_mask(params, mask))
+        wmask = model.split(mask)[0]
+        # the keys are independent of the data-order keys fold_in(key, epoch)
+        state = TrainState(weights, model_state, opt.init(weights) if opt_state is None else opt_state, wmask,
+                           jnp.asarray(start_step, jnp.int32), jax.random.split(key))
+        state, curves = lax.scan(segment, state, jnp.arange(num_steps // E, dtype=jnp.int32))
+        return TrainOutput(model.merge(state.params, state.model_state), curves, state.opt_state,
+                           _merge_mask(model, state.mask, state.model_state))
+
+    return train_one
+
+
+def map_tickets(one: Callable, args: tuple, ticket_chunk: int | None = None, mesh=None):
+    """``one`` over the leading ticket axis of ``args`` (``args[2]`` are the keys): vmapped, in
+    chunks of ``ticket_chunk`` one after another, or spread over ``mesh``'s devices (padded to a
+    multiple of them with copies of the last ticket, the copies dropped from the outputs)."""
+    T = args[2].shape[0]
+    if mesh is None or mesh.devices.size == 1:
+        return _dispatch(one, args, ticket_chunk)
+    n_dev, Tp = mesh.devices.size, padded_count(T, mesh)
+    padded = pad_tickets(args, Tp)
+    if ticket_chunk and ticket_chunk < Tp // n_dev:
+        # chunk within each device: a (devices, tickets per device) split, the device axis
+        # sharded, so every device maps over its own tickets (a map over the sharded axis
+        # itself would run the devices one after another)
+        split = constrain_tickets(jax.tree.map(lambda a: a.reshape(n_dev, Tp // n_dev, *a.shape[1:]), padded), mesh)
+        out = jax.vmap(lambda a: _dispatch(one, a, ticket_chunk))(split)
+        out = jax.tree.map(lambda a: a.reshape(Tp, *a.shape[2:]), out)
+    else:
+        out = _dispatch(one, constrain_tickets(padded, mesh), ticket_chunk)
+    return jax.tree.map(lambda a: a[:T], out)
+
+
+def _dispatch(one: Callable, args: tuple, ticket_chunk: int | None):
+    T = args[2].shape[0]
+    if T == 1:  # one ticket: the unbatched program (XLA:CPU's batched matmuls are slower)
+        out = one(jax.tree.map(lambda a: a[0], args))
+        return jax.tree.map(lambda a: a[None], out)
+    if ticket_chunk == 1:  # plain loop: no batch axis at all
+        return lax.map(one, args)
+    if ticket_chunk and ticket_chunk < T:
+        return lax.map(one, args, batch_size=ticket_chunk)  # vmapped within a chunk
+    return jax.vmap(one)(args)
 
 
 def make_trainer(
@@ -180,127 +396,41 @@ def make_trainer(
     zeroed at once and stay zero. Gradual pruning schedules use it (see :mod:`ltjax.early`).
 
     ``mesh`` (a :func:`ltjax.devices.ticket_mesh`) spreads the tickets over its devices inside
-    the program: a ticket count the devices do not divide is padded with copies of the last
-    ticket to the next multiple, trained sharded, and the copies dropped from the outputs.
-    Without it the program follows its inputs' shardings.
+    the program (see :func:`map_tickets`). Without it the program follows its inputs' shardings.
+
+    ``hyper`` (``train`` and ``stateful``): ``{"lr": (T,), "weight_decay": (T,)}``, each ticket's
+    own value (:data:`HYPER`, checked by :func:`check_hyper`), traced, so a learning-rate or
+    weight-decay sweep is one program; each ticket computes what a run with its value as the
+    spec's constant computes.
     """
     B, E = spec.batch_size, spec.eval_every
     if ticket_chunk is not None and ticket_chunk < 1:
         raise ValueError(f"ticket_chunk must be a positive number of tickets or None (all at once), got {ticket_chunk}")
+    train_one = make_segments(model, spec, mean, std, progress, mask_update)
 
-    # Params enter masked (train_one applies the mask once) and every update is masked, so
-    # the weights the forward pass sees are always exactly params ⊙ mask: no per-step multiply.
-    def forward(params, x):
-        return model.apply(params, D.normalize(x, mean, std))
+    def tickets(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin):
+        one = lambda a: train_one(*a, data, start_step, num_steps, origin)  # noqa: E731
+        return map_tickets(one, (params, mask, key, opt_state, hyper), ticket_chunk, mesh)
 
-    def batch_loss(params, x, y):
-        logits, new_params = model.apply_train(params, D.normalize(x, mean, std))
-        loss, correct = loss_and_correct(logits, y)
-        return jnp.mean(loss), (jnp.mean(correct.astype(jnp.float32)), new_params)
-
-    def evaluate(params, x, y, w):
-        if x.shape[0] == 0:
-            return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
-        b = min(EVAL_BATCH, x.shape[0])
-        xs = x.reshape(-1, b, *x.shape[1:])
-        ys, ws = y.reshape(-1, b), w.reshape(-1, b)
-
-        def one(args):
-            xb, yb, wb = args
-            loss, correct = loss_and_correct(forward(params, xb), yb)
-            return jnp.sum(loss * wb), jnp.sum(correct * wb)
-
-        loss, correct = lax.map(one, (xs, ys, ws))
-        n = jnp.sum(w)
-        return jnp.sum(loss) / n, jnp.sum(correct) / n
-
-    def train_one(params, mask, key, opt_state, data: DeviceData, start_step, num_steps, origin):
-        n = data.x_train.shape[0]
-        opt = make_optimizer(spec, start_step if origin is None else origin)
-        aug_key = jax.random.split(key)[1]  # independent of the data-order keys fold_in(key, epoch)
-
-        def step(carry, t_idx):
-            (params, opt_state, mask), (t, idx) = carry, t_idx
-            if mask_update is not None:
-                mask = mask_update(t, params, mask)
-                params = apply_mask(params, mask)
-            x = augment(spec.augment, jax.random.fold_in(aug_key, t), data.x_train[idx])
-            (loss, (acc, stepped)), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, x, data.y_train[idx])
-            updates, opt_state = opt.update(apply_mask(grads, mask), opt_state, params)
-            params = apply_mask(optax.apply_updates(params, updates), mask)
-            if model.stateful:  # running statistics come from the forward pass, not the optimizer
-                params = {**params, STATE: stepped[STATE]}
-            return (params, opt_state, mask), (loss, acc)
-
-        def chunk(carry, c):
-            ts = start_step + c * E + jnp.arange(E, dtype=jnp.int32)
-            # the E batches' indices at once, outside the step loop: integer work vectorized over
-            # the segment rather than a few scalar operations (and a loop) inside every step
-            idxs = jax.vmap(lambda t: batch_indices(key, n, B, t))(ts)
-            carry, (losses, accs) = lax.scan(step, carry, (ts, idxs))
-            val = evaluate(carry[0], data.x_val, data.y_val, data.w_val)
-            test = evaluate(carry[0], data.x_test, data.y_test, data.w_test)
-            done = (c + 1) * E
-            if progress is not None:
-                jax.debug.callback(progress, done)
-            return carry, Curves(start_step + done, jnp.mean(losses), jnp.mean(accs), *val, *test)
-
-        params = apply_mask(params, mask)
-        carry = (params, opt.init(params) if opt_state is None else opt_state, mask)
-        (params, opt_state, mask), curves = lax.scan(chunk, carry, jnp.arange(num_steps // E, dtype=jnp.int32))
-        return TrainOutput(params, curves, opt_state, mask)
-
-    def tickets(params, mask, key, opt_state, data, start_step, num_steps, origin):
-        def one(args):
-            return train_one(*args, data, start_step, num_steps, origin)
-
-        args = (params, mask, key, opt_state)
-        T = key.shape[0]
-        if mesh is not None and mesh.devices.size > 1:
-            n_dev, Tp = mesh.devices.size, padded_count(T, mesh)
-            padded = pad_tickets(args, Tp)
-            if ticket_chunk and ticket_chunk < Tp // n_dev:
-                # chunk within each device: a (devices, tickets per device) split, the device axis
-                # sharded, so every device maps over its own tickets (a map over the sharded axis
-                # itself would run the devices one after another)
-                split = constrain_tickets(jax.tree.map(lambda a: a.reshape(n_dev, Tp // n_dev, *a.shape[1:]), padded),
-                                          mesh)
-                out = jax.vmap(lambda a: dispatch(one, a))(split)
-                out = jax.tree.map(lambda a: a.reshape(Tp, *a.shape[2:]), out)
-            else:
-                out = dispatch(one, constrain_tickets(padded, mesh))
-            return jax.tree.map(lambda a: a[:T], out)
-        return dispatch(one, args)
-
-    def dispatch(one, args):
-        T = args[2].shape[0]
-        if T == 1:  # one ticket: the unbatched program (XLA:CPU's batched matmuls are slower)
-            out = one(jax.tree.map(lambda a: a[0], args))
-            return jax.tree.map(lambda a: a[None], out)
-        if ticket_chunk == 1:  # plain loop: no batch axis at all
-            return lax.map(one, args)
-        if ticket_chunk and ticket_chunk < T:
-            return lax.map(one, args, batch_size=ticket_chunk)  # vmapped within a chunk
-        return jax.vmap(one)(args)
-
-    def check(key, data, num_steps):
+    def check(key, data, num_steps, hyper):
         if num_steps % E:
             raise ValueError(f"num_steps={num_steps} must be a multiple of eval_every={E}")
         if data.x_train.shape[0] < B:
             raise ValueError(f"batch_size={B} exceeds the {data.x_train.shape[0]} training examples")
+        return check_hyper(spec, hyper, key.shape[0])
 
-    jitted = jax.jit(lambda p, m, k, d, s, n: tickets(p, m, k, None, d, s, n, None)[:2], static_argnums=(5,))
-    jitted_stateful = jax.jit(tickets, static_argnums=(6,))
+    jitted = jax.jit(lambda p, m, k, h, d, s, n: tickets(p, m, k, None, h, d, s, n, None)[:2], static_argnums=(6,))
+    jitted_stateful = jax.jit(tickets, static_argnums=(7,))
 
-    def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int):
-        check(key, data, num_steps)
-        return jitted(params, mask, key, data, jnp.int32(start_step), int(num_steps))
+    def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int, hyper: dict | None = None):
+        hyper = check(key, data, num_steps, hyper)
+        return jitted(params, mask, key, hyper, data, jnp.int32(start_step), int(num_steps))
 
     def stateful(params, mask, key, data: DeviceData, start_step: int, num_steps: int, opt_state=None,
-                 origin: int | None = None) -> TrainOutput:
-        check(key, data, num_steps)
-        return TrainOutput(*jitted_stateful(params, mask, key, opt_state, data, jnp.int32(start_step), int(num_steps),
-                                            None if origin is None else jnp.int32(origin)))
+                 origin: int | None = None, hyper: dict | None = None) -> TrainOutput:
+        hyper = check(key, data, num_steps, hyper)
+        return TrainOutput(*jitted_stateful(params, mask, key, opt_state, hyper, data, jnp.int32(start_step),
+                                            int(num_steps), None if origin is None else jnp.int32(origin)))
 
     train.stateful = stateful
     return train

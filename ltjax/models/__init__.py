@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ltjax import registry
 from ltjax.masks import path_str
@@ -37,12 +38,17 @@ class Model(NamedTuple):
     ``init(key) -> params`` and ``apply(params, x) -> logits`` are pure and vmappable.
     ``params`` is the module's ``"params"`` collection (no ``{"params": ...}`` wrapper).
 
-    Models with batch norm (``stateful=True``; the module's ``__call__`` takes ``train``)
-    keep their running statistics in the same tree under the key ``"batch_stats"``, so they
-    are stored, reset and rewound with the weights (θ0 holds the initial statistics, θk
-    those at iteration k) and vmap over tickets like them; no statistic is prunable.
-    ``apply`` evaluates with the running statistics; ``apply_train`` normalizes with the
-    batch's statistics and returns the params with updated running statistics.
+    Models with batch norm (``stateful=True``) keep their running statistics in the same
+    tree under the key ``"batch_stats"``, so they are stored, reset and rewound with the
+    weights (θ0 holds the initial statistics, θk those at iteration k) and vmap over tickets
+    like them; no statistic is prunable. Training splits them off (:meth:`split`): the
+    optimizer never sees them. ``apply`` evaluates with the running statistics;
+    ``apply_train`` normalizes with the batch's statistics and returns the updated ones.
+
+    ``train_flag``: the module's ``__call__`` takes ``train=`` (True in training, False in
+    evaluation); default: exactly when ``stateful``. ``rngs``: random streams the training
+    forward pass draws (for example ``("dropout",)``), each fed a key derived from the
+    ticket and the iteration.
     """
 
     module: Any
@@ -50,30 +56,50 @@ class Model(NamedTuple):
     num_outputs: int
     is_prunable: Callable[[tuple, Any], bool] = kernels_are_prunable
     stateful: bool = False
+    train_flag: bool | None = None
+    rngs: tuple[str, ...] = ()
+
+    def _flag(self, train: bool) -> dict:
+        on = self.stateful if self.train_flag is None else self.train_flag
+        return {"train": train} if on else {}
 
     def init(self, key: jax.Array) -> PyTree:
         x = jnp.zeros((1, *self.input_shape), jnp.float32)
         if not self.stateful:
-            return self.module.init(key, x)["params"]
+            return self.module.init(key, x, **self._flag(False))["params"]
         v = self.module.init(key, x, train=False)
         return {**v["params"], STATE: v[STATE]}
 
-    def _variables(self, params: PyTree) -> dict:
+    def split(self, params: PyTree) -> tuple[PyTree, dict]:
+        """``(weights, model state)``: the running statistics apart from what is trained."""
         if not self.stateful:
-            return {"params": params}
-        return {"params": {k: v for k, v in params.items() if k != STATE}, STATE: params[STATE]}
+            return params, {}
+        return {k: v for k, v in params.items() if k != STATE}, {STATE: params[STATE]}
+
+    def merge(self, weights: PyTree, state: dict) -> PyTree:
+        """Inverse of :meth:`split`."""
+        return {**weights, **state} if self.stateful else weights
 
     def apply(self, params: PyTree, x: jax.Array) -> jax.Array:
-        if not self.stateful:
-            return self.module.apply({"params": params}, x)
-        return self.module.apply(self._variables(params), x, train=False)
+        weights, state = self.split(params)
+        return self.module.apply({"params": weights, **state}, x, **self._flag(False))
 
-    def apply_train(self, params: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
+    def apply_train(self, params: PyTree, x: jax.Array, rng: jax.Array | None = None) -> tuple[jax.Array, PyTree]:
         """Training-mode forward pass: ``(logits, params with updated running statistics)``."""
+        weights, state = self.split(params)
+        logits, new = self.forward_train(weights, state, x, rng)
+        return logits, self.merge(weights, new)
+
+    def forward_train(self, weights: PyTree, state: dict, x: jax.Array,
+                      rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """Training-mode forward pass on split parameters: ``(logits, new model state)``."""
+        kw = self._flag(True)
+        if self.rngs and rng is not None:
+            kw["rngs"] = {name: jax.random.fold_in(rng, i) for i, name in enumerate(self.rngs)}
         if not self.stateful:
-            return self.module.apply({"params": params}, x), params
-        logits, new = self.module.apply(self._variables(params), x, train=True, mutable=[STATE])
-        return logits, {**params, STATE: new[STATE]}
+            return self.module.apply({"params": weights}, x, **kw), state
+        logits, new = self.module.apply({"params": weights, **state}, x, mutable=[STATE], **kw)
+        return logits, {STATE: new[STATE]}
 
 
 def mlp(
@@ -146,6 +172,69 @@ MODELS: dict[str, Callable[..., Model]] = {"mlp": mlp, "conv2": conv2, "conv4": 
                                            "resnet50": resnet50, "vgg16": vgg16}
 
 
+def wrap(module: Any, *, input_shape: tuple[int, ...], num_outputs: int,
+         is_prunable: Callable[[tuple, Any], bool] = kernels_are_prunable,
+         rngs: tuple[str, ...] = ("dropout",)) -> Model:
+    """Your Flax module as a :class:`Model`, with nothing registered.
+
+    Its ``__call__(x)`` maps a batch of inputs of ``input_shape`` to ``num_outputs`` logits. If
+    it takes ``train``, it is called with ``train=True`` in training (then ``rngs``, by
+    default ``dropout``, get a key per ticket and iteration) and ``train=False`` in
+    evaluation; a ``batch_stats`` collection (batch norm, which needs ``train``) is kept as
+    model state. Prunable leaves: ``is_prunable`` (default: every ``kernel``).
+    """
+    import inspect
+
+    takes_train = "train" in inspect.signature(module.__call__).parameters
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+    kw = {"train": False} if takes_train else {}
+    try:
+        variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x, **kw))
+        logits = jax.eval_shape(lambda v: module.apply(v, x, **kw), variables)
+    except Exception as e:  # noqa: BLE001 - the module's own error, named with what it was given
+        raise ValueError(f"{type(module).__name__} cannot be applied to inputs of shape {tuple(input_shape)}: "
+                         f"{type(e).__name__}: {e}") from None
+    other = sorted(set(variables) - {"params", STATE})
+    if other:
+        raise ValueError(f"{type(module).__name__} has variable collections {other}; ltjax trains 'params' and "
+                         f"keeps '{STATE}' (batch norm) as model state")
+    if STATE in variables and not takes_train:
+        raise ValueError(f"{type(module).__name__} has {STATE} but its __call__ takes no `train` argument, "
+                         f"so training and evaluation cannot be told apart")
+    if getattr(logits, "shape", None) != (1, num_outputs):
+        raise ValueError(f"{type(module).__name__} returns shape {getattr(logits, 'shape', type(logits).__name__)} "
+                         f"for one input; the data needs (batch, {num_outputs}) logits"
+                         + (" (two classes: one logit, sigmoid loss)" if num_outputs == 1 else ""))
+    return Model(module=module, input_shape=tuple(input_shape), num_outputs=num_outputs, is_prunable=is_prunable,
+                 stateful=STATE in variables, train_flag=takes_train, rngs=tuple(rngs) if takes_train else ())
+
+
+def init_with_std(model: Model, key: jax.Array, std) -> PyTree:
+    """θ0 of ``model`` with its kernels drawn at standard deviation ``std`` (a traced value:
+    vmap over keys and stds runs an init-std sweep, as the 2018 paper's, in one program).
+
+    ``model`` must be built with ``init="trunc_normal", init_std=1`` (checked): its truncated
+    normal draws times 1, scaled here by ``std``, are bitwise the draws of the model built with
+    ``init_std=std`` (jax's truncated normal is the unit draw times the std).
+    """
+    _check_unit_trunc_normal(model)
+    params = model.init(key)
+    return jax.tree_util.tree_map_with_path(
+        lambda p, a: a * jnp.asarray(std, a.dtype) if model.is_prunable(p, a) else a, params)
+
+
+def _check_unit_trunc_normal(model: Model) -> None:
+    with jax.ensure_compile_time_eval():
+        p0 = model.init(jax.random.PRNGKey(0))
+    for path, a in jax.tree_util.tree_flatten_with_path(p0)[0]:
+        if model.is_prunable(path, a) and a.size >= 1000:
+            a = np.asarray(a, np.float64)
+            # N(0, 1) cut at ±2: std 0.880; a layer of ≥ 1000 draws lands within a few percent
+            if np.abs(a).max() > 2 or not 0.8 < a.std() < 0.96:
+                raise ValueError(f"init_with_std needs a model built with init='trunc_normal', init_std=1 (the std "
+                                 f"scales its unit draws); kernel {path_str(path)} has std {a.std():.3g}")
+
+
 def register(name: str, factory: Callable[..., Model], *, replace: bool = False) -> None:
     """Make ``factory`` available as ``Config(model=name)`` and :func:`build`. The factory takes
     ``mlp``'s keywords (``widths``, ``input_shape``, ``num_outputs``, ``init``, ``init_std``;
@@ -162,6 +251,7 @@ def build(name: str, **kwargs) -> Model:
 
 
 __all__ = [
-    "CifarResNet", "CifarVGG", "ConvNet", "ImageNetResNet", "MLP", "Model", "STATE", "build", "conv2", "conv4", "conv6", "initializers",
-    "kernels_are_prunable", "mlp", "register", "resnet18", "resnet20", "resnet50", "resnet56", "vgg16", "MODELS",
+    "CifarResNet", "CifarVGG", "ConvNet", "ImageNetResNet", "MLP", "Model", "STATE", "build", "conv2", "conv4",
+    "conv6", "initializers", "init_with_std", "kernels_are_prunable", "mlp", "register", "wrap", "resnet18",
+    "resnet20", "resnet50", "resnet56", "vgg16", "MODELS",
 ]

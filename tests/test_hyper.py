@@ -1,0 +1,87 @@
+"""Per-ticket hyperparameters: learning rate, weight decay and initialization std as traced
+per-ticket values, so a sweep over them is one vmapped program.
+
+Each sweep is compared with separate runs *of the same shape* (three tickets vmapped, every
+ticket at one value, the value a compile-time constant): the same arithmetic per ticket, so
+bitwise equal. Only the value's origin differs (an operand instead of a constant)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ltjax import models
+from ltjax.train import TrainSpec, device_data, make_trainer
+from tests.test_train import DS, MODEL, _tickets
+
+VALUES = (0.2, 0.05, 0.01)
+
+
+def _same_ticket_thrice(params, mask, keys, i):
+    pick = lambda a: jnp.stack([a[i]] * 3)  # noqa: E731
+    return jax.tree.map(pick, params), jax.tree.map(pick, mask), pick(keys)
+
+
+@pytest.mark.parametrize("optimizer,field,extra", [("momentum", "lr", {"lr_drops": (20,)}),
+                                                   ("sgd", "weight_decay", {"lr": 0.1}),
+                                                   ("adam", "lr", {"warmup_iterations": 10})])
+def test_a_three_value_sweep_in_one_program_equals_three_separate_runs(optimizer, field, extra):
+    params, mask, keys = _tickets(3)
+    spec = TrainSpec(optimizer=optimizer, batch_size=32, eval_every=20, **extra)
+    values = VALUES if optimizer != "adam" else tuple(v / 10 for v in VALUES)
+    data = device_data(DS)
+    sweep = make_trainer(MODEL, spec, DS.mean, DS.std)
+    out, curves = sweep(params, mask, keys, data, 0, 40, hyper={field: jnp.asarray(values)})
+    for i, v in enumerate(values):
+        alone = make_trainer(MODEL, spec._replace(**{field: v}), DS.mean, DS.std)
+        ref, ref_curves = alone(*_same_ticket_thrice(params, mask, keys, i), data, 0, 40)
+        for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+            np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b)[i], err_msg=f"{field}={v}")
+        np.testing.assert_array_equal(curves.test_acc[i], ref_curves.test_acc[i])
+    # the values really act: three different trainings
+    assert len({np.asarray(out["fc1"]["kernel"][i]).tobytes() for i in range(3)}) == 3
+
+
+def test_a_sweep_with_a_rewound_start_and_a_split_run_continues_each_tickets_schedule():
+    params, mask, keys = _tickets(3)
+    spec = TrainSpec(optimizer="momentum", batch_size=32, eval_every=20, lr_drops=(50,))
+    data, hyper = device_data(DS), {"lr": jnp.asarray(VALUES)}
+    tr = make_trainer(MODEL, spec, DS.mean, DS.std)
+    whole = tr.stateful(params, mask, keys, data, 20, 60, hyper=hyper)
+    first = tr.stateful(params, mask, keys, data, 20, 20, hyper=hyper)
+    rest = tr.stateful(first.params, first.mask, keys, data, 40, 40, opt_state=first.opt_state, origin=20, hyper=hyper)
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(rest.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_hyper_values_are_checked():
+    params, mask, keys = _tickets(3)
+    data = device_data(DS)
+    tr = make_trainer(MODEL, TrainSpec(batch_size=32, eval_every=20), DS.mean, DS.std)
+    with pytest.raises(ValueError, match="unknown per-ticket hyperparameters \\['momentum'\\]"):
+        tr(params, mask, keys, data, 0, 20, hyper={"momentum": jnp.ones(3)})
+    with pytest.raises(ValueError, match="one value per ticket, shape \\(3,\\)"):
+        tr(params, mask, keys, data, 0, 20, hyper={"lr": jnp.ones(2)})
+    own = make_trainer(MODEL, TrainSpec(optimizer=lambda lr: optax.adamw(lr, weight_decay=0.1), batch_size=32,
+                                        eval_every=20), DS.mean, DS.std)
+    with pytest.raises(ValueError, match="weight_decay.*your own optimizer"):
+        own(params, mask, keys, data, 0, 20, hyper={"weight_decay": jnp.ones(3)})
+    cosine = make_trainer(MODEL, TrainSpec(schedule=optax.cosine_decay_schedule(0.1, 100), batch_size=32,
+                                           eval_every=20), DS.mean, DS.std)
+    with pytest.raises(ValueError, match="lr.*your own schedule"):
+        cosine(params, mask, keys, data, 0, 20, hyper={"lr": jnp.ones(3)})
+
+
+def test_an_init_std_sweep_in_one_program_equals_each_std_built_alone():
+    stds = jnp.asarray([0.05, 0.1, 0.3])
+    unit = models.mlp((32, 16), input_shape=(8, 8, 1), init="trunc_normal", init_std=1.0)
+    keys = jax.random.split(jax.random.PRNGKey(4), 3)
+    swept = jax.jit(jax.vmap(lambda k, s: models.init_with_std(unit, k, s)))(keys, stds)
+    for i, s in enumerate(np.asarray(stds).tolist()):
+        alone = models.mlp((32, 16), input_shape=(8, 8, 1), init="trunc_normal", init_std=s)
+        ref = jax.jit(jax.vmap(alone.init))(keys)
+        for a, b in zip(jax.tree.leaves(swept), jax.tree.leaves(ref)):
+            np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b)[i])
+    with pytest.raises(ValueError, match="trunc_normal.*init_std=1"):
+        models.init_with_std(MODEL, keys[0], 0.1)
