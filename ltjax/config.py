@@ -17,7 +17,7 @@ import numbers
 import typing
 from dataclasses import dataclass, field, fields
 
-from ltjax import controls, pruning, scores, stopping
+from ltjax import controls, identity, pruning, scores, stopping
 from ltjax.data import names as data_names
 from ltjax.data.augment import AUGMENTATIONS
 from ltjax.models import MODELS
@@ -31,7 +31,11 @@ NOT_HASHED = ("name", "rounds")
 # them did not rename existing run directories.
 HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",), "early_stop": "min_loss", "patience": 4,
                  "patience_every": 500, "flip_round": 0, "scores": (), "augment": "none",
-                 "partial_reinit_from": "", "partial_reinit_round": 0}
+                 "partial_reinit_from": "", "partial_reinit_round": 0, "loss": "cross_entropy", "schedule": "step"}
+LOSSES = ("cross_entropy",)
+SCHEDULES = ("step", "cosine")
+# Fields that may hold your own object instead of a name (see ltjax.identity): field -> kind
+OBJECT_FIELDS = {"dataset": "data", "model": "model", "optimizer": "optimizer", "loss": "loss", "schedule": "schedule"}
 
 # Bounds that are not arbitrary: the compiled training program counts iterations (and
 # indexes batches and layers) with 32-bit integers; JAX's PRNG keys hold 32-bit seeds (a
@@ -56,25 +60,33 @@ def _f(default, help: str):
 class Config:
     name: str = _f("custom", "preset this configuration started from (names the run directory)")
     # data
-    dataset: str = _f("mnist", "dataset name")
+    dataset: str = _f("mnist", "dataset name (in Python also your own arrays: a dict with x_train, y_train, "
+                               "x_test, y_test, a tuple of those four, or an ltjax.data.Dataset)")
     validation_size: int = _f(5000, "examples carved out of train for validation (0: none, early stop uses test)")
     split_seed: int = _f(0, "seed of the validation split")
     # model
-    model: str = _f("mlp", "model name")
+    model: str = _f("mlp", "model name (in Python also your own Flax module or ltjax.models.Model)")
     widths: tuple[int, ...] = _f((300, 100), "hidden layer widths of the MLP")
     init: str = _f("trunc_normal", "kernel initializer")
     init_std: float = _f(0.1, "std of trunc_normal (cut at 2 std)")
     # training
-    optimizer: str = _f("sgd", "sgd | momentum | adam")
+    optimizer: str = _f("sgd", "sgd | momentum | adam (in Python also your own optax optimizer as a factory "
+                               "lr_schedule -> GradientTransformation, given the learning-rate schedule of lr, "
+                               "lr_drops and warmup_iterations offset to the ticket's first iteration)")
     lr: float = _f(0.05, "learning rate")
     momentum: float = _f(0.9, "momentum of the 'momentum' optimizer")
     weight_decay: float = _f(0.0, "L2 weight decay added to the gradient")
+    schedule: str = _f("step", "learning-rate schedule: step (lr, times lr_drop_factor at each of lr_drops) | cosine "
+                               "(cosine decay from lr to 0 at iterations); both after warmup_iterations of linear "
+                               "warmup; in Python also your own iteration -> learning rate")
     lr_drops: tuple[int, ...] = _f((), "iterations at which the learning rate is multiplied by lr_drop_factor")
     lr_drop_factor: float = _f(0.1, "learning-rate drop factor")
     warmup_iterations: int = _f(0, "linear learning-rate warmup iterations")
     batch_size: int = _f(100, "minibatch size")
     iterations: int = _f(50_000, "training iterations per round (minibatch steps)")
     eval_every: int = _f(100, "evaluate validation and test every this many iterations")
+    loss: str = _f("cross_entropy", "cross_entropy (softmax; sigmoid BCE for one output), or in Python your own "
+                                     "loss (logits, labels) -> per-example loss")
     augment: str = _f("none", "training augmentation on the device: none | cifar (4-pixel pad + random crop, "
                               "random horizontal flip), drawn per ticket and iteration")
     # lottery procedure
@@ -111,12 +123,43 @@ class Config:
 
     # -- derived ---------------------------------------------------------------------------
     def train_spec(self) -> TrainSpec:
+        for f in ("optimizer", "loss"):
+            if isinstance(getattr(self, f), identity.ObjectRef):
+                raise ConfigError(f"{f}={getattr(self, f)!r} is the record of your own {f} from a saved run; pass "
+                                  f"the object itself (config.replace({f}=...)) to train with it")
         return TrainSpec(
             optimizer=self.optimizer, lr=self.lr, momentum=self.momentum,
             weight_decay=self.weight_decay, lr_drops=self.lr_drops,
             lr_drop_factor=self.lr_drop_factor, warmup_iterations=self.warmup_iterations,
             batch_size=self.batch_size, eval_every=self.eval_every, augment=self.augment,
+            loss=None if self.loss == "cross_entropy" else self.loss, schedule=self._schedule(),
         )
+
+    def _schedule(self):
+        """The learning rate at a global iteration, or None for the step schedule (built by train)."""
+        if isinstance(self.schedule, identity.ObjectRef):
+            raise ConfigError(f"schedule={self.schedule!r} is the record of your own schedule from a saved run; "
+                              f"pass the function itself (config.replace(schedule=...)) to train with it")
+        if self.schedule == "step":
+            return None
+        if self.schedule != "cosine":
+            return self.schedule
+        return _cosine(self.lr, self.warmup_iterations, self.iterations)
+
+    def objects(self) -> dict[str, object]:
+        """The fields holding your own objects instead of names: ``{field: object}``."""
+        return {f: getattr(self, f) for f in OBJECT_FIELDS if not isinstance(getattr(self, f), str)}
+
+    def require_objects(self) -> "Config":
+        """Raise unless every object field holds a name or the object itself: a configuration read
+        back from a run directory holds only records (:class:`~ltjax.identity.ObjectRef`) of
+        your own objects, enough to show and compare the run but not to train it."""
+        refs = [f for f, v in self.objects().items() if isinstance(v, identity.ObjectRef)]
+        if refs:
+            raise ConfigError(f"{', '.join(f'{f}={getattr(self, f)!r}' for f in refs)}: the record of your own "
+                              f"{', '.join(OBJECT_FIELDS[f] for f in refs)} from a saved run; pass the object itself "
+                              f"(config.replace({refs[0]}=...)) to train with it")
+        return self
 
     def ticket_scores(self) -> list[str]:
         """The score each ticket is pruned by, in ticket order: ``scores[s]`` for tickets
@@ -132,7 +175,16 @@ class Config:
         return self.rewind_iteration if self.strategy == "rewind" else 0
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field as JSON-ready values; your own objects as their :func:`ltjax.identity.describe`."""
+        return {f.name: (identity.describe(OBJECT_FIELDS[f.name], getattr(self, f.name))
+                         if f.name in OBJECT_FIELDS and not isinstance(getattr(self, f.name), str)
+                         else getattr(self, f.name)) for f in fields(self)}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Config) and _canonical(self) == _canonical(other)
+
+    def __hash__(self) -> int:
+        return hash(_canonical(self))
 
     def hash(self) -> str:
         d = {k: v for k, v in self.to_dict().items()
@@ -165,7 +217,8 @@ class Config:
         unknown = sorted(_show(k) for k in d if k not in known)
         if unknown:
             raise ConfigError(f"unknown config keys [{', '.join(unknown)}]; valid keys: {', '.join(sorted(known))}")
-        return cls(**{k: _coerce(k, v) for k, v in d.items()}).validate()
+        return cls(**{k: (identity.ObjectRef(OBJECT_FIELDS[k], v) if k in OBJECT_FIELDS and isinstance(v, dict)
+                          else _coerce(k, v)) for k, v in d.items()}).validate()
 
     def with_overrides(self, assignments: list[str]) -> "Config":
         """Apply ``key=value`` strings (the CLI's ``--set``) and validate."""
@@ -185,11 +238,15 @@ class Config:
         types = _field_types()
         for f in fields(self):
             v = getattr(self, f.name)
-            if not _type_ok(types[f.name], v):
+            if f.name in OBJECT_FIELDS and not isinstance(v, str):
+                _check_object(self, f.name, v)
+            elif not _type_ok(types[f.name], v):
                 raise ConfigError(f"{f.name}={_show(v)} is not valid: must be {_describe(types[f.name])}")
 
         def choice(name, allowed):
             v = getattr(self, name)
+            if name in OBJECT_FIELDS and not isinstance(v, str):
+                return
             if v not in allowed:
                 raise ConfigError(f"{name}={_show(v)} is not valid; choose one of: {', '.join(sorted(allowed))}")
 
@@ -201,6 +258,12 @@ class Config:
         choice("model", MODELS)
         choice("init", INITIALIZERS)
         choice("optimizer", OPTIMIZERS)
+        choice("loss", LOSSES)
+        choice("schedule", SCHEDULES)
+        check("lr_drops", not self.lr_drops or self.schedule == "step",
+              "empty unless schedule=step (the drops are the step schedule's)")
+        check("warmup_iterations", not self.warmup_iterations or isinstance(self.schedule, str),
+              "0 with your own schedule (put any warmup in it)")
         choice("strategy", STRATEGIES)
         choice("mode", MODES)
         choice("scope", pruning.SCOPES)
@@ -232,7 +295,8 @@ class Config:
         check("split_seed", self.split_seed >= 0, "an integer ≥ 0")
         check("widths", all(0 < w <= INT32_MAX for w in self.widths),
               f"positive integers (each ≤ {INT32_MAX}), e.g. 300,100")
-        check("widths", len(self.widths) > 0 or self.model.startswith(("resnet", "vgg")),
+        check("widths", len(self.widths) > 0 or not isinstance(self.model, str)
+              or self.model.startswith(("resnet", "vgg")),
               f"at least one width for model={self.model!r} (its hidden layer widths, e.g. 300,100; only the "
               f"fixed ResNet and VGG architectures ignore widths)")
         check("init_std", self.init_std > 0, "> 0")
@@ -290,6 +354,67 @@ class Config:
               f"≤ {SEED_LIMIT} - seed = {SEED_LIMIT - self.seed} (tickets use the 32-bit seeds "
               f"seed … seed+seeds-1, seed={self.seed})")
         return self
+
+
+@functools.lru_cache(maxsize=None)
+def _cosine(lr: float, warmup: int, iterations: int):
+    import optax
+
+    cos = optax.cosine_decay_schedule(lr, max(1, iterations - warmup))
+    if not warmup:
+        return cos
+    warm = optax.linear_schedule(0.0, lr, warmup)
+    return optax.join_schedules([warm, cos], [warmup])
+
+
+def _canonical(config: Config) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True)
+
+
+def _check_object(config: Config, name: str, v) -> None:
+    """A field holding your own object: the right kind of object, and no named-only setting
+    beside it that it would make meaningless (nothing you set is silently ignored)."""
+    import optax
+
+    from ltjax.models import Model
+
+    kind = OBJECT_FIELDS[name]
+    if isinstance(v, identity.ObjectRef):
+        if v.kind != kind:
+            raise ConfigError(f"{name}={v!r} is the record of a {v.kind}, not of a {kind}")
+        return
+    if kind == "model":
+        import flax.linen as nn
+
+        if not isinstance(v, (nn.Module, Model)):
+            raise ConfigError(f"model={_show(v)} is not valid: give a model name, a Flax module (flax.linen.Module) "
+                              f"or an ltjax.models.Model")
+    elif kind == "optimizer":
+        if isinstance(v, optax.GradientTransformation) or not callable(v):
+            raise ConfigError(f"optimizer={_show(v)} is not valid: give a name ({', '.join(OPTIMIZERS)}) or a "
+                              f"factory lr -> optax.GradientTransformation, e.g. lambda lr: optax.adamw(lr, "
+                              f"weight_decay=1e-4); ltjax passes the learning-rate schedule (lr, lr_drops, "
+                              f"warmup_iterations) offset to each ticket's first iteration, so a rewound ticket "
+                              f"continues it (ignore the argument to use a schedule of your own)")
+        for f, default in (("weight_decay", 0.0), ("momentum", 0.9)):
+            if getattr(config, f) != default:
+                raise ConfigError(f"{f}={getattr(config, f)!r} is a setting of the named optimizers, and "
+                                  f"optimizer is your own: put it in your optimizer (e.g. optax.adamw's "
+                                  f"weight_decay, optax.sgd's momentum) and leave {f}={default}")
+    elif kind in ("loss", "schedule"):
+        if kind == "schedule" and callable(v):
+            return
+        if not callable(v):
+            if kind == "schedule":
+                raise ConfigError(f"schedule={_show(v)} is not valid: give {' or '.join(SCHEDULES)}, or a function "
+                                  f"iteration -> learning rate (e.g. optax.cosine_decay_schedule(1e-3, 5000))")
+            raise ConfigError(f"loss={_show(v)} is not valid: give {', '.join(LOSSES)} or a function "
+                              f"(logits, labels) -> per-example loss")
+    else:
+        try:
+            identity.data_arrays(v)
+        except TypeError as e:
+            raise ConfigError(f"dataset={_show(v)} is not valid: {e}") from None
 
 
 def _same(v, default) -> bool:

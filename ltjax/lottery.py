@@ -40,7 +40,7 @@ import numpy as np
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import controls, models, pruning, scores, snip, stopping, store
+from ltjax import controls, identity, models, pruning, scores, snip, stopping, store
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
 from ltjax.progress import Progress, resolve as resolve_progress
@@ -51,11 +51,21 @@ PyTree = Any
 
 
 def build_model(config: Config, ds: D.Dataset) -> models.Model:
+    """The study's model for dataset ``ds``: the named one built for its inputs and classes,
+    your :class:`~ltjax.models.Model` as it is, or your Flax module wrapped
+    (:func:`ltjax.models.wrap`) for the data's input shape."""
     num_outputs = 1 if ds.num_classes == 2 else ds.num_classes
-    return models.build(
-        config.model, widths=config.widths, input_shape=ds.x_train.shape[1:],
-        num_outputs=num_outputs, init=config.init, init_std=config.init_std,
-    )
+    if isinstance(config.model, str):
+        return models.build(
+            config.model, widths=config.widths, input_shape=ds.x_train.shape[1:],
+            num_outputs=num_outputs, init=config.init, init_std=config.init_std,
+        )
+    if isinstance(config.model, models.Model):
+        return config.model
+    if isinstance(config.model, identity.ObjectRef):
+        raise ConfigError(f"model={config.model!r} is the record of your own model from a saved run; pass the "
+                          f"module itself (config.replace(model=...)) to train it")
+    return models.wrap(config.model, input_shape=ds.x_train.shape[1:], num_outputs=num_outputs)
 
 
 def ticket_keys(config: Config) -> tuple[jax.Array, jax.Array]:
@@ -254,14 +264,16 @@ def _snipper(loss_fn: Callable, exclude: tuple[str, ...]) -> Callable:
     return jax.jit(jax.vmap(lambda p, m, x, y, ks: snip.iterative_snip(loss_fn, p, m, x, y, ks, exclude=exclude)))
 
 
-def make_loss(model: models.Model, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
-    """``(params, x, y) -> mean training loss`` on raw (uint8) inputs, as the trainer computes it."""
-    def loss(params, x, y):
+def make_loss(model: models.Model, mean: tuple[float, ...], std: tuple[float, ...],
+              loss: Callable | None = None) -> Callable:
+    """``(params, x, y) -> mean training loss`` on raw (uint8) inputs, as the trainer computes it
+    (``loss``: your per-example loss, default softmax cross-entropy)."""
+    def mean_loss(params, x, y):
         logits, _ = model.apply_train(params, D.normalize(x, mean, std))  # batch statistics, as in training
-        per_example, _ = loss_and_correct(logits, y)
+        per_example, _ = loss_and_correct(logits, y, loss)
         return jnp.mean(per_example)
 
-    return loss
+    return mean_loss
 
 
 def control_starts(config: Config, model: models.Model, r: int, start: PyTree, mask: PyTree,
@@ -371,7 +383,7 @@ def run(
     damaged part raises :class:`~ltjax.store.CorruptRunError` naming it; with
     ``repair=True`` it is moved aside and recomputed from the last good state instead.
     """
-    config.validate()
+    config.validate().require_objects()
     resolve_progress(progress)  # a bad value fails here, before any work
     if ticket_chunk is not None and (isinstance(ticket_chunk, bool) or not isinstance(ticket_chunk, int)
                                      or ticket_chunk < 1):
@@ -381,7 +393,8 @@ def run(
                 data_dir=data_dir, manual_dir=manual_dir)
     model = build_model(config, ds)
     preflight(config, ds, model)
-    d = store.init_run(config, out, D.fingerprint(ds))
+    d = store.init_run(config, out, D.fingerprint(ds),
+                       model=identity.model_fingerprint(model) if "model" in config.objects() else None)
     with store.RunLock(d):
         store.clear_temporaries(d)
         _check_integrity(d, repair, log)
@@ -498,7 +511,7 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
 
     states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
     flip = config.flip_round
-    snip_inputs = (make_loss(model, ds.mean, ds.std), dense, data, data_keys)
+    snip_inputs = (make_loss(model, ds.mean, ds.std, config.train_spec().loss), dense, data, data_keys)
 
     def state(r: int):
         """(mask, trained params, cumulative diverged flags) of round r, from memory or disk."""

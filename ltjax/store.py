@@ -240,30 +240,39 @@ def _json_default(x):
     raise TypeError(f"not JSON serializable: {type(x)}")
 
 
-def init_run(config: Config, out, data: str | None = None) -> Path:
+def init_run(config: Config, out, data: str | None = None, model: str | None = None) -> Path:
     """Create (or reopen) the run directory of ``config``; checks a reopened one matches.
 
     ``data`` is the dataset's :func:`ltjax.data.fingerprint`, recorded in ``data.json``: a
     run reopened on data with another fingerprint raises instead of training on a mix (a
-    directory from before the record gets it on reopening)."""
+    directory from before the record gets it on reopening). ``model`` is your own model's
+    :func:`ltjax.identity.model_fingerprint` (what it computes), checked the same way."""
     d = run_dir(config, out)
-    cfg_path, data_path = d / "config.json", d / "data.json"
+    cfg_path = d / "config.json"
+    shown = {f: config.to_dict()[f] for f in ("dataset", "model")}
+    shown = {f: v if isinstance(v, str) else f"your own {v['type']}" for f, v in shown.items()}
+    records = {"data.json": ("dataset", data, f"{d} was trained on {shown['dataset']!r} data with fingerprint {{was}}, "
+                             f"but the data loaded now has fingerprint {data}: the dataset's files, cache or arrays "
+                             f"changed since"),
+               "model.json": ("model", model, f"{d} was trained with a model that computes something else "
+                              f"(fingerprint {{was}}; the model given now: {model}), though its class, repr and "
+                              f"source are the same: an initializer or setting the repr does not show changed")}
+    for name, (field, fingerprint, differs) in records.items():
+        was = json.loads((d / name).read_text()).get("fingerprint") if fingerprint and (d / name).exists() else None
+        if was is not None and was != fingerprint:
+            raise ValueError(differs.format(was=was) + f". Resuming would mix the two; restore the original "
+                             f"{field.replace('dataset', 'data')}, or start the run elsewhere (another out directory "
+                             f"or name). Nothing was changed.")
     if cfg_path.exists():
         old = Config.from_dict(json.loads(cfg_path.read_text()))
         if old.hash() != config.hash():
             raise ValueError(f"{d} holds a run of a different configuration (hash {old.hash()})")
-    if data and data_path.exists():
-        was = json.loads(data_path.read_text()).get("fingerprint")
-        if was != data:
-            raise ValueError(
-                f"{d} was trained on {config.dataset!r} data with fingerprint {was}, but the data loaded now has "
-                f"fingerprint {data}: the dataset's files or cache changed since. Resuming would mix the two; "
-                f"restore the original data, or start the run elsewhere (another --out). Nothing was changed.")
     d.mkdir(parents=True, exist_ok=True)
     if not cfg_path.exists():
         write_json(cfg_path, config.to_dict())
-    if data and not data_path.exists():
-        write_json(data_path, {"dataset": config.dataset, "fingerprint": data})
+    for name, (field, fingerprint, _) in records.items():
+        if fingerprint and not (d / name).exists():
+            write_json(d / name, {field: config.to_dict()[field], "fingerprint": fingerprint})
     return d
 
 

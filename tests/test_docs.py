@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
-TASKS = ["add-a-model", "add-a-score", "add-an-experiment", "compare-scores", "find-a-ticket", "masks-in-your-own-loop",
+TASKS = ["add-a-model", "add-a-score", "add-an-experiment", "bring-your-own", "compare-scores", "find-a-ticket", "masks-in-your-own-loop",
          "run-a-control"]
 
 

@@ -84,18 +84,21 @@ def synthetic_arrays(name: str, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def load(
-    name: str,
+    name,
     *,
     validation_size: int = 5000,
     split_seed: int = 0,
     data_dir: str | None = None,
     manual_dir: str | None = None,
 ) -> Dataset:
-    """Load a dataset by name (one of :func:`names`) with a validation split.
+    """Load a dataset by name (one of :func:`names`) with a validation split, or take your own
+    arrays (see :func:`from_arrays`).
 
     ``synthetic_<name>`` gives :func:`synthetic_arrays` of dataset ``name`` (seeded by
     ``split_seed``) with that dataset's normalization constants.
     """
+    if not isinstance(name, str):
+        return from_arrays(name, validation_size=validation_size, split_seed=split_seed)
     if name == "xor":
         x, y = xor()
         empty = (x[:0], y[:0])
@@ -109,6 +112,63 @@ def load(
     x_tr, y_tr, x_val, y_val = split_validation(arrays["x_train"], arrays["y_train"], validation_size, split_seed)
     return Dataset(name, x_tr, y_tr, x_val, y_val, arrays["x_test"], arrays["y_test"],
                    info.mean, info.std, info.num_classes)
+
+
+def from_arrays(data, *, validation_size: int = 0, split_seed: int = 0) -> Dataset:
+    """A :class:`Dataset` from your own in-memory arrays (NumPy or JAX).
+
+    ``data``: a mapping with ``x_train, y_train, x_test, y_test`` and optionally ``x_val,
+    y_val`` (a validation split of your own), ``mean``, ``std`` (per channel, for uint8
+    images scaled to [0, 1]), ``name`` and ``num_classes``; a tuple ``(x_train, y_train,
+    x_test, y_test)``; or a :class:`Dataset`. Without a split of your own, ``validation_size``
+    examples are carved out of train with ``split_seed``; with one, ``validation_size`` must
+    be its size. uint8 inputs are normalized with ``mean``/``std`` (default: the training
+    set's per-channel statistics); float inputs are used as they are. Labels are integers
+    ``0 … num_classes-1`` (default: the largest label + 1).
+    """
+    from ltjax.identity import data_arrays
+
+    if isinstance(data, Dataset):
+        if len(data.x_val) != validation_size:
+            raise ValueError(f"your Dataset has its own validation split of {len(data.x_val)} examples, so "
+                             f"validation_size must be {len(data.x_val)}, not {validation_size}")
+        return data
+    a = data_arrays(data)
+    arr = {k: np.asarray(v) for k, v in a.items() if k.startswith(("x_", "y_"))}
+    for k in ("y_train", "y_test", "y_val"):
+        if k in arr:
+            if arr[k].ndim != 1 or not np.issubdtype(arr[k].dtype, np.integer):
+                raise ValueError(f"{k} must be a vector of integer class labels, got dtype {arr[k].dtype} "
+                                 f"shape {arr[k].shape}")
+            arr[k] = arr[k].astype(np.int32)
+    for split in ("train", "test", "val"):
+        if f"x_{split}" in arr and len(arr[f"x_{split}"]) != len(arr.get(f"y_{split}", ())):
+            raise ValueError(f"x_{split} has {len(arr[f'x_{split}'])} examples but y_{split} has "
+                             f"{len(arr.get(f'y_{split}', ()))}")
+    if ("x_val" in arr) != ("y_val" in arr):
+        raise ValueError("give both x_val and y_val, or neither")
+    if "x_val" in arr:
+        if len(arr["x_val"]) != validation_size:
+            raise ValueError(f"your data has its own validation split of {len(arr['x_val'])} examples, so "
+                             f"validation_size must be {len(arr['x_val'])} (nothing is carved out of train), "
+                             f"not {validation_size}")
+        x_tr, y_tr, x_val, y_val = arr["x_train"], arr["y_train"], arr["x_val"], arr["y_val"]
+    else:
+        x_tr, y_tr, x_val, y_val = split_validation(arr["x_train"], arr["y_train"], validation_size, split_seed)
+    x = arr["x_train"]
+    if "mean" in a or "std" in a:
+        mean, std = tuple(map(float, np.atleast_1d(a["mean"]))), tuple(map(float, np.atleast_1d(a["std"])))
+    elif x.dtype == np.uint8:
+        flat = x.reshape(-1, x.shape[-1] if x.ndim == 4 else 1).astype(np.float64) / 255.0
+        mean, std = tuple(map(float, flat.mean(0))), tuple(map(float, flat.std(0)))
+    else:
+        mean, std = (0.0,), (1.0,)
+    labels = np.concatenate([arr["y_train"], arr["y_test"], arr.get("y_val", arr["y_test"][:0])])
+    num_classes = int(a.get("num_classes", int(labels.max()) + 1 if len(labels) else 0))
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must be in [0, num_classes={num_classes}), found {labels.min()}…{labels.max()}")
+    return Dataset(str(a.get("name", "arrays")), x_tr, y_tr, x_val, y_val, arr["x_test"], arr["y_test"],
+                   mean, std, num_classes)
 
 
 def fingerprint(ds: Dataset) -> str:
@@ -139,7 +199,7 @@ def normalize(x: jnp.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -
 
 
 __all__ = [
-    "fingerprint",
+    "fingerprint", "from_arrays",
     "DATASETS", "Dataset", "DataUnavailableError", "SYNTHETIC_PREFIX", "cache_dir", "load", "load_arrays",
     "names", "normalize", "resolve_manual_dir", "split_validation", "synthetic_arrays", "xor",
 ]
