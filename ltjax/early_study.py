@@ -133,18 +133,8 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
     ``channel`` also records batch-norm channel masks at ``rate`` (early-bird's structured form).
     """
     ds, model, spe = _setup(config, manual_dir)
-    if not 0 < rate < 1:
-        raise ConfigError(f"rate={rate!r} is not valid: the fraction of weights pruned, in (0, 1)")
     probe = model.init(jax.random.PRNGKey(0))
-    names = M.layer_names(M.make_mask(probe, model.is_prunable))
-    if exclude is None:
-        exclude = tuple(config.exclude) or early.first_and_last(names)
-    exclude = tuple(exclude)
-    unknown = [e for e in exclude if not any(early.pruning.excluded(n, (e,)) for n in names)]
-    if unknown:
-        raise ConfigError(f"exclude={list(exclude)}: {unknown} match no layer; the model's prunable layers are {names}")
-    if channel:
-        early.channel_mask(probe, rate)  # a clear error for a model without batch norm, before any training
+    exclude = _check_settings(config, model, probe, rate, exclude, channel)
     settings = {"rate": rate, "exclude": list(exclude), "channel": channel}
     d = store.init_run(config, out, D.fingerprint(ds))
     s_path = d / "early.json"
@@ -183,17 +173,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
         if not (d / "epoch_000").exists():
             nan = np.full(config.seeds, np.nan, np.float32)
             write_epoch(0, jax.jit(jax.vmap(model.init))(init_keys), {"test_acc": nan, "val_acc": nan})
-        if (d / "resume").exists():
-            st = store.load_once(d / "resume")
-            last, params = int(st["epoch"]), shard_tickets(st["params"], mesh)
-            # the optimizer sees the weights only (batch statistics are model state)
-            template = jax.eval_shape(jax.vmap(lambda p: make_optimizer(config.train_spec(), 0).init(
-                model.split(p)[0])), params)
-            opt_state = _unflat_state(st.get("opt_state"), template)
-            if not (d / f"epoch_{last:03d}").exists():  # killed between the two writes of an epoch
-                write_epoch(last, params, {"test_acc": st["test_acc"], "val_acc": st["val_acc"]})
-        else:
-            last, params, opt_state = 0, shard_tickets(store.load_once(d / "epoch_000")["params"], mesh), None
+        last, params, opt_state = _resume_point(d, config, model, mesh, write_epoch)
         if last < epochs:
             log(f"{d}: {'resuming at' if last else 'starting at'} epoch {last + 1} of {epochs}, "
                 f"{config.seeds} seed(s) in one program")
@@ -217,6 +197,37 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
                 write_epoch(e, params, acc)
                 log(f"epoch {e:3d}  test-acc {np.nanmean(acc['test_acc']):.4f}  ({time.perf_counter() - t0:.1f}s)")
     return Study(d, config, rate, exclude, spe, epochs)
+
+
+def _check_settings(config: Config, model, probe: PyTree, rate: float, exclude, channel: bool) -> tuple[str, ...]:
+    """The baseline's pruning settings checked before any training; returns ``exclude`` resolved."""
+    if not 0 < rate < 1:
+        raise ConfigError(f"rate={rate!r} is not valid: the fraction of weights pruned, in (0, 1)")
+    names = M.layer_names(M.make_mask(probe, model.is_prunable))
+    if exclude is None:
+        exclude = tuple(config.exclude) or early.first_and_last(names)
+    exclude = tuple(exclude)
+    unknown = [e for e in exclude if not any(early.pruning.excluded(n, (e,)) for n in names)]
+    if unknown:
+        raise ConfigError(f"exclude={list(exclude)}: {unknown} match no layer; the model's prunable layers are {names}")
+    if channel:
+        early.channel_mask(probe, rate)  # a clear error for a model without batch norm, before any training
+    return exclude
+
+
+def _resume_point(d: Path, config: Config, model, mesh, write_epoch: Callable) -> tuple[int, PyTree, PyTree]:
+    """``(last finished epoch, its params, optimizer state or None)`` of a baseline directory."""
+    if not (d / "resume").exists():
+        return 0, shard_tickets(store.load_once(d / "epoch_000")["params"], mesh), None
+    st = store.load_once(d / "resume")
+    last, params = int(st["epoch"]), shard_tickets(st["params"], mesh)
+    # the optimizer sees the weights only (batch statistics are model state)
+    template = jax.eval_shape(jax.vmap(lambda p: make_optimizer(config.train_spec(), 0).init(
+        model.split(p)[0])), params)
+    opt_state = _unflat_state(st.get("opt_state"), template)
+    if not (d / f"epoch_{last:03d}").exists():  # killed between the two writes of an epoch
+        write_epoch(last, params, {"test_acc": st["test_acc"], "val_acc": st["val_acc"]})
+    return last, params, opt_state
 
 
 def open_study(config: Config, out: str | Path = "runs", *, manual_dir: str | None = None) -> Study:

@@ -122,29 +122,9 @@ def _describe_loss(fn) -> dict:
     return {"type": name, "fingerprint": _sha(name, _arrays_bytes([out]))}
 
 
-def data_arrays(data) -> dict[str, Any]:
-    """The splits of in-memory data: a :class:`~ltjax.data.Dataset`, a mapping with
-    ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``), or a tuple
-    ``(x_train, y_train, x_test, y_test)``."""
-    from ltjax.data import Dataset
-
-    if isinstance(data, Dataset):
-        return {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
-    if isinstance(data, tuple) and len(data) == 4:
-        return dict(zip(("x_train", "y_train", "x_test", "y_test"), data))
-    if isinstance(data, dict):
-        need = {"x_train", "y_train", "x_test", "y_test"}
-        missing = sorted(need - set(data))
-        extra = sorted(set(data) - need - {"x_val", "y_val", "mean", "std", "name", "num_classes"})
-        if missing or extra:
-            raise TypeError(f"data must have the keys x_train, y_train, x_test, y_test (optionally x_val, y_val, "
-                            f"mean, std, name, num_classes); missing {missing}, unknown {extra}")
-        return dict(data)
-    raise TypeError(f"data must be an ltjax.data.Dataset, a dict of arrays or a tuple (x_train, y_train, x_test, "
-                    f"y_test), got {type(data).__name__}")
-
-
 def _describe_data(data) -> dict:
+    from ltjax.data import data_arrays
+
     arrays = data_arrays(data)
     keys = [k for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test") if k in arrays]
     meta = {k: arrays[k] for k in ("mean", "std", "name", "num_classes") if k in arrays}

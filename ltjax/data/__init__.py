@@ -114,6 +114,26 @@ def load(
                    info.mean, info.std, info.num_classes)
 
 
+def data_arrays(data) -> dict[str, Any]:
+    """The splits of in-memory data: a :class:`~ltjax.data.Dataset`, a mapping with
+    ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``), or a tuple
+    ``(x_train, y_train, x_test, y_test)``."""
+    if isinstance(data, Dataset):
+        return {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+    if isinstance(data, tuple) and len(data) == 4:
+        return dict(zip(("x_train", "y_train", "x_test", "y_test"), data))
+    if isinstance(data, dict):
+        need = {"x_train", "y_train", "x_test", "y_test"}
+        missing = sorted(need - set(data))
+        extra = sorted(set(data) - need - {"x_val", "y_val", "mean", "std", "name", "num_classes"})
+        if missing or extra:
+            raise TypeError(f"data must have the keys x_train, y_train, x_test, y_test (optionally x_val, y_val, "
+                            f"mean, std, name, num_classes); missing {missing}, unknown {extra}")
+        return dict(data)
+    raise TypeError(f"data must be an ltjax.data.Dataset, a dict of arrays or a tuple (x_train, y_train, x_test, "
+                    f"y_test), got {type(data).__name__}")
+
+
 def from_arrays(data, *, validation_size: int = 0, split_seed: int = 0) -> Dataset:
     """A :class:`Dataset` from your own in-memory arrays (NumPy or JAX).
 
@@ -126,8 +146,6 @@ def from_arrays(data, *, validation_size: int = 0, split_seed: int = 0) -> Datas
     set's per-channel statistics); float inputs are used as they are. Labels are integers
     ``0 … num_classes-1`` (default: the largest label + 1).
     """
-    from ltjax.identity import data_arrays
-
     if isinstance(data, Dataset):
         if len(data.x_val) != validation_size:
             raise ValueError(f"your Dataset has its own validation split of {len(data.x_val)} examples, so "
@@ -199,7 +217,7 @@ def normalize(x: jnp.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -
 
 
 __all__ = [
-    "fingerprint", "from_arrays",
+    "data_arrays", "fingerprint", "from_arrays",
     "DATASETS", "Dataset", "DataUnavailableError", "SYNTHETIC_PREFIX", "cache_dir", "load", "load_arrays",
     "names", "normalize", "resolve_manual_dir", "split_validation", "synthetic_arrays", "xor",
 ]
