@@ -17,15 +17,15 @@ import numbers
 import typing
 from dataclasses import dataclass, field, fields
 
-from ltjax import controls, identity, pruning, scores, stopping
-from ltjax.data import names as data_names
+from ltjax import identity, pruning, rounds, scores, stopping
+from ltjax.data import data_arrays, names as data_names
 from ltjax.data.augment import AUGMENTATIONS
 from ltjax.models import MODELS
 from ltjax.models.initializers import INITIALIZERS
 from ltjax.train import OPTIMIZERS, TrainSpec
 
-STRATEGIES = ("reset", "rewind", "continue")
-MODES = ("iterative", "oneshot")
+STRATEGIES = rounds.RESTARTS  # restart strategies by name (ltjax.rounds.register_restart adds more)
+MODES = rounds.MASK_POLICIES  # mask policies by name (ltjax.rounds.register_mask_policy adds more)
 NOT_HASHED = ("name", "rounds")
 # Fields added after runs existed: left out of the hash while at their default, so adding
 # them did not rename existing run directories.
@@ -98,7 +98,9 @@ class Config:
     patience_every: int = _f(500, "early_stop=patience: iterations between the evaluations it considers")
     strategy: str = _f("reset", "reset (to theta0) | rewind (to theta_k) | continue (keep trained weights, Han et al.)")
     rewind_iteration: int = _f(0, "k of theta_k for strategy=rewind (an iteration, not an epoch)")
-    mode: str = _f("iterative", "iterative | oneshot (every round pruned from the dense round-0 network)")
+    mode: str = _f("iterative", "iterative | oneshot (every round pruned from the dense round-0 network) | at_init "
+                                "(every round θ0 pruned by the score before training) | random_at_init (a uniformly "
+                                "random mask at θ0 with one-shot pruning's per-layer counts)")
     densities: tuple[float, ...] = _f((), "oneshot: target densities (fraction remaining) of rounds 1..; default: (1-prune_rate)^r")
     scope: str = _f("layerwise", "layerwise | global")
     score: str = _f("magnitude", "score used to prune")
@@ -172,7 +174,7 @@ class Config:
 
     def rewind_step(self) -> int:
         """Iteration the tickets of rounds ≥ 1 start from (0 for reset)."""
-        return self.rewind_iteration if self.strategy == "rewind" else 0
+        return rounds.RESTARTS[self.strategy].step(self.rewind_iteration) if self.strategy in rounds.RESTARTS else 0
 
     def to_dict(self) -> dict:
         """Every field as JSON-ready values; your own objects as their :func:`ltjax.identity.describe`."""
@@ -242,118 +244,132 @@ class Config:
                 _check_object(self, f.name, v)
             elif not _type_ok(types[f.name], v):
                 raise ConfigError(f"{f.name}={_show(v)} is not valid: must be {_describe(types[f.name])}")
+        self._validate_choices()
+        self._validate_training()
+        self._validate_pruning()
+        return self
 
-        def choice(name, allowed):
-            v = getattr(self, name)
-            if name in OBJECT_FIELDS and not isinstance(v, str):
-                return
-            if v not in allowed:
-                raise ConfigError(f"{name}={_show(v)} is not valid; choose one of: {', '.join(sorted(allowed))}")
+    def _choice(self, name, allowed) -> None:
+        v = getattr(self, name)
+        if name in OBJECT_FIELDS and not isinstance(v, str):
+            return
+        if v not in allowed:
+            raise ConfigError(f"{name}={_show(v)} is not valid; choose one of: {', '.join(sorted(allowed))}")
 
-        def check(name, ok, what):
-            if not ok:
-                raise ConfigError(f"{name}={_show(getattr(self, name))} is not valid: must be {what}")
+    def _check(self, name, ok, what) -> None:
+        if not ok:
+            raise ConfigError(f"{name}={_show(getattr(self, name))} is not valid: must be {what}")
 
-        choice("dataset", data_names())
-        choice("model", MODELS)
-        choice("init", INITIALIZERS)
-        choice("optimizer", OPTIMIZERS)
-        choice("loss", LOSSES)
-        choice("schedule", SCHEDULES)
-        check("lr_drops", not self.lr_drops or self.schedule == "step",
+    def _validate_choices(self) -> None:
+        """Names that must be one of a registry's (or your own object), and the settings that
+        depend on which was chosen."""
+        self._choice("dataset", data_names())
+        self._choice("model", MODELS)
+        self._choice("init", INITIALIZERS)
+        self._choice("optimizer", OPTIMIZERS)
+        self._choice("loss", LOSSES)
+        self._choice("schedule", SCHEDULES)
+        self._check("lr_drops", not self.lr_drops or self.schedule == "step",
               "empty unless schedule=step (the drops are the step schedule's)")
-        check("warmup_iterations", not self.warmup_iterations or isinstance(self.schedule, str),
+        self._check("warmup_iterations", not self.warmup_iterations or isinstance(self.schedule, str),
               "0 with your own schedule (put any warmup in it)")
-        choice("strategy", STRATEGIES)
-        choice("mode", MODES)
-        choice("scope", pruning.SCOPES)
-        choice("score", scores.SCORES)
+        self._choice("strategy", STRATEGIES)
+        self._choice("mode", MODES)
+        self._choice("scope", pruning.SCOPES)
+        self._choice("score", scores.SCORES)
         for name in self.scores:
             if name not in scores.SCORES:
                 raise ConfigError(f"scores={_show(self.scores)} is not valid: {name!r} is not a score; choose from: "
                                   f"{', '.join(sorted(scores.SCORES))}")
-        check("scores", len(set(self.scores)) == len(self.scores), "distinct score names")
-        choice("early_stop", stopping.EARLY_STOP_RULES)
-        choice("augment", AUGMENTATIONS)
-        check("patience", self.patience >= 1, "an integer ≥ 1 (evaluations)")
-        check("patience_every", self.patience_every >= 1 and (self.early_stop != "patience" or self.eval_every < 1
+        self._check("scores", len(set(self.scores)) == len(self.scores), "distinct score names")
+        self._choice("early_stop", stopping.EARLY_STOP_RULES)
+        self._choice("augment", AUGMENTATIONS)
+        self._check("patience", self.patience >= 1, "an integer ≥ 1 (evaluations)")
+        self._check("patience_every", self.patience_every >= 1 and (self.early_stop != "patience" or self.eval_every < 1
                                                                or self.patience_every % self.eval_every == 0),
               f"a positive multiple of eval_every={self.eval_every} (iterations) with early_stop=patience")
-        check("partial_reinit_round", (self.partial_reinit_round >= 1) == bool(self.partial_reinit_from),
+        self._check("partial_reinit_round", (self.partial_reinit_round >= 1) == bool(self.partial_reinit_from),
               "≥ 1 exactly when partial_reinit_from names a run (and 0 otherwise)")
-        check("flip_round", self.flip_round == 0 or 2 <= self.flip_round < MAX_ROUNDS,
+        self._check("flip_round", self.flip_round == 0 or 2 <= self.flip_round < MAX_ROUNDS,
               "0 (no flip) or a round ≥ 2 (the complement of round r-1's mask; round 0's is dense)")
-        check("flip_round", self.flip_round == 0 or self.mode == "iterative",
+        self._check("flip_round", self.flip_round == 0 or self.mode == "iterative",
               "0 unless mode=iterative (the flipped mask is pruned further round by round)")
+
+    def _validate_training(self) -> None:
+        """The run's name, data, model and training ranges."""
         name = self.name
-        check("name", name.strip() != "" and name not in (".", "..") and "/" not in name and "\\" not in name
+        self._check("name", name.strip() != "" and name not in (".", "..") and "/" not in name and "\\" not in name
               and name.isprintable(),
               "a non-empty name of printable characters without '/' or '\\' (it names the run directory)")
-        check("name", len(name.encode()) <= MAX_NAME_BYTES,
+        self._check("name", len(name.encode()) <= MAX_NAME_BYTES,
               f"at most {MAX_NAME_BYTES} bytes long (it names the run directory)")
-        check("validation_size", self.validation_size >= 0, "an integer ≥ 0")
-        check("split_seed", self.split_seed >= 0, "an integer ≥ 0")
-        check("widths", all(0 < w <= INT32_MAX for w in self.widths),
+        self._check("validation_size", self.validation_size >= 0, "an integer ≥ 0")
+        self._check("split_seed", self.split_seed >= 0, "an integer ≥ 0")
+        self._check("widths", all(0 < w <= INT32_MAX for w in self.widths),
               f"positive integers (each ≤ {INT32_MAX}), e.g. 300,100")
-        check("widths", len(self.widths) > 0 or not isinstance(self.model, str)
+        self._check("widths", len(self.widths) > 0 or not isinstance(self.model, str)
               or self.model.startswith(("resnet", "vgg")),
               f"at least one width for model={self.model!r} (its hidden layer widths, e.g. 300,100; only the "
               f"fixed ResNet and VGG architectures ignore widths)")
-        check("init_std", self.init_std > 0, "> 0")
-        check("lr", self.lr > 0, "> 0")
-        check("momentum", 0 <= self.momentum < 1, "in [0, 1)")
-        check("weight_decay", self.weight_decay >= 0, "≥ 0")
-        check("lr_drop_factor", self.lr_drop_factor > 0, "> 0")
-        check("batch_size", 0 < self.batch_size <= INT32_MAX, f"a positive integer ≤ {INT32_MAX}")
-        check("eval_every", 0 < self.eval_every <= INT32_MAX, f"a positive integer ≤ {INT32_MAX}")
-        check("iterations", 0 < self.iterations <= INT32_MAX and self.iterations % self.eval_every == 0,
+        self._check("init_std", self.init_std > 0, "> 0")
+        self._check("lr", self.lr > 0, "> 0")
+        self._check("momentum", 0 <= self.momentum < 1, "in [0, 1)")
+        self._check("weight_decay", self.weight_decay >= 0, "≥ 0")
+        self._check("lr_drop_factor", self.lr_drop_factor > 0, "> 0")
+        self._check("batch_size", 0 < self.batch_size <= INT32_MAX, f"a positive integer ≤ {INT32_MAX}")
+        self._check("eval_every", 0 < self.eval_every <= INT32_MAX, f"a positive integer ≤ {INT32_MAX}")
+        self._check("iterations", 0 < self.iterations <= INT32_MAX and self.iterations % self.eval_every == 0,
               f"a positive multiple of eval_every={self.eval_every} (at most {INT32_MAX})")
-        check("lr_drops", all(0 < t < self.iterations for t in self.lr_drops),
+        self._check("lr_drops", all(0 < t < self.iterations for t in self.lr_drops),
               f"iterations in (0, iterations={self.iterations})")
-        check("lr_drops", len(set(self.lr_drops)) == len(self.lr_drops), "distinct iterations")
-        check("warmup_iterations", 0 <= self.warmup_iterations <= self.iterations,
+        self._check("lr_drops", len(set(self.lr_drops)) == len(self.lr_drops), "distinct iterations")
+        self._check("warmup_iterations", 0 <= self.warmup_iterations <= self.iterations,
               f"in [0, iterations={self.iterations}]")
         if self.rewind_iteration >= self.iterations:
             raise ConfigError(
                 f"rewind_iteration={self.rewind_iteration} is not valid: it is beyond training, which ends at "
                 f"iterations={self.iterations}; must be a multiple of eval_every={self.eval_every} "
                 f"in [0, iterations={self.iterations})")
-        check("rewind_iteration", 0 <= self.rewind_iteration and self.rewind_iteration % self.eval_every == 0,
+        self._check("rewind_iteration", 0 <= self.rewind_iteration and self.rewind_iteration % self.eval_every == 0,
               f"a multiple of eval_every={self.eval_every} in [0, iterations={self.iterations})")
-        check("prune_rate", 0 < self.prune_rate < 1, "a fraction in (0, 1) of the surviving weights")
-        check("layer_rates", all(p.strip() for p, _ in self.layer_rates),
+
+    def _validate_pruning(self) -> None:
+        """Pruning, controls, rounds and seeds."""
+        self._check("prune_rate", 0 < self.prune_rate < 1, "a fraction in (0, 1) of the surviving weights")
+        self._check("layer_rates", all(p.strip() for p, _ in self.layer_rates),
               "layer:rate pairs with a non-empty layer name (or glob) before the ':'")
-        check("layer_rates", all(0 <= r <= 1 for _, r in self.layer_rates), "layer:rate pairs with rates in [0, 1]")
-        check("layer_rates", len({p for p, _ in self.layer_rates}) == len(self.layer_rates),
+        self._check("layer_rates", all(0 <= r <= 1 for _, r in self.layer_rates), "layer:rate pairs with rates in [0, 1]")
+        self._check("layer_rates", len({p for p, _ in self.layer_rates}) == len(self.layer_rates),
               "layer:rate pairs naming each layer (or glob) once")
-        check("layer_rates", not self.layer_rates or self.scope == "layerwise",
+        self._check("layer_rates", not self.layer_rates or self.scope == "layerwise",
               "empty with scope=global, which prunes one pool of all layers at prune_rate (per-layer rates "
               "are for scope=layerwise); drop them with --set layer_rates= (or layer_rates=() in Python)")
-        check("exclude", all(p.strip() for p in self.exclude), "non-empty layer names (or globs)")
-        check("shuffle_layers", len(self.shuffle_layers) > 0 and all(p.strip() for p in self.shuffle_layers),
+        self._check("exclude", all(p.strip() for p in self.exclude), "non-empty layer names (or globs)")
+        self._check("shuffle_layers", len(self.shuffle_layers) > 0 and all(p.strip() for p in self.shuffle_layers),
               "non-empty layer names (or globs)")
         try:
-            parsed = controls.parse(self.controls)
+            parsed = rounds.parse_controls(self.controls)
         except ValueError as e:
             raise ConfigError(f"controls={_show(self.controls)} is not valid: {e}") from None
-        check("controls", not any(n in ("reset", "snip", "isnip") for n, _ in parsed) or self.rewind_step() == 0,
-              "without reset, snip or isnip when rewinding to k > 0 (they start from θ0 at iteration 0, "
-              "and controls train in the tickets' program, which starts at iteration k)")
-        check("densities", all(0 < d <= 1 for d in self.densities), "fractions remaining in (0, 1]")
-        check("densities", all(a > b for a, b in zip(self.densities, self.densities[1:])),
+        self._check("controls", not any(n in rounds.FROM_ITERATION_0 for n, _ in parsed) or self.rewind_step() == 0,
+              f"without {', '.join(sorted(rounds.FROM_ITERATION_0))} when rounds start at iteration k > 0 (they "
+              f"start from θ0 at iteration 0, and controls train in the tickets' program, which starts at k)")
+        self._check("densities", all(0 < d <= 1 for d in self.densities), "fractions remaining in (0, 1]")
+        self._check("densities", all(a > b for a, b in zip(self.densities, self.densities[1:])),
               "strictly decreasing fractions remaining (one per round 1, 2, ...)")
-        check("densities", not self.densities or self.mode == "oneshot", "empty unless mode=oneshot")
-        check("rounds", self.rounds >= 1, "≥ 1 (round 0 is the dense network)")
-        check("rounds", self.rounds <= MAX_ROUNDS,
+        self._check("densities", not self.densities or self.mode in rounds.FROM_DENSE,
+              f"empty unless mode is one of {', '.join(sorted(rounds.FROM_DENSE))} (they prune the dense mask to a "
+              f"density per round)")
+        self._check("rounds", self.rounds >= 1, "≥ 1 (round 0 is the dense network)")
+        self._check("rounds", self.rounds <= MAX_ROUNDS,
               f"≤ {MAX_ROUNDS} (round directories are numbered round_000 … round_{MAX_ROUNDS - 1})")
-        check("rounds", not self.densities or self.rounds <= len(self.densities) + 1,
+        self._check("rounds", not self.densities or self.rounds <= len(self.densities) + 1,
               f"≤ len(densities)+1 = {len(self.densities) + 1}")
-        check("seeds", self.seeds >= 1, "≥ 1")
-        check("seed", 0 <= self.seed < SEED_LIMIT, f"in [0, {SEED_LIMIT - 1}] (JAX seeds are 32-bit)")
-        check("seeds", self.seed + self.seeds <= SEED_LIMIT,
+        self._check("seeds", self.seeds >= 1, "≥ 1")
+        self._check("seed", 0 <= self.seed < SEED_LIMIT, f"in [0, {SEED_LIMIT - 1}] (JAX seeds are 32-bit)")
+        self._check("seeds", self.seed + self.seeds <= SEED_LIMIT,
               f"≤ {SEED_LIMIT} - seed = {SEED_LIMIT - self.seed} (tickets use the 32-bit seeds "
               f"seed … seed+seeds-1, seed={self.seed})")
-        return self
 
 
 @functools.lru_cache(maxsize=None)
@@ -412,7 +428,7 @@ def _check_object(config: Config, name: str, v) -> None:
                               f"(logits, labels) -> per-example loss")
     else:
         try:
-            identity.data_arrays(v)
+            data_arrays(v)
         except TypeError as e:
             raise ConfigError(f"dataset={_show(v)} is not valid: {e}") from None
 

@@ -19,7 +19,10 @@ compiled program as the tickets they control for (see ``Config.controls``).
 * ``snip`` / ``isnip``: not controls in the 2018 sense but comparisons trained the same
   way (the LTH-vs-SNIP report): θ0 pruned *before training* by SNIP or iterative SNIP to
   exactly the ticket's number of weights (:mod:`ltjax.snip`, built in
-  :func:`ltjax.lottery.snip_masks`, since they need a minibatch of the training data).
+  :func:`ltjax.rounds.snip_masks`, since they need a minibatch of the training data).
+
+The registry of controls by name (what ``Config.controls`` accepts) is
+:data:`ltjax.rounds.CONTROLS`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import jax.numpy as jnp
 from ltjax import masks as M
 
 PyTree = Any
-CONTROLS = ("reinit", "shuffle", "random", "reset", "snip", "isnip")
 
 
 def reinit(key: jax.Array, init_fn: Callable[[jax.Array], PyTree], mask: PyTree) -> PyTree:
@@ -99,21 +101,3 @@ def random_prune(key: jax.Array, source: PyTree, mask: PyTree) -> tuple[PyTree, 
         new_p.append(jnp.where(nm, src, jnp.zeros((), src.dtype)))
         new_m.append(nm)
     return jax.tree_util.tree_unflatten(treedef, new_p), jax.tree_util.tree_unflatten(treedef, new_m)
-
-
-def parse(spec: tuple[str, ...]) -> list[tuple[str, int]]:
-    """``("reinit:3", "shuffle")`` → ``[("reinit", 3), ("shuffle", 1)]``; raises on unknown names."""
-    out = []
-    for item in spec:
-        name, _, count = item.partition(":")
-        if name not in CONTROLS:
-            raise ValueError(f"unknown control {name!r} in controls={','.join(spec)!r}; valid controls: "
-                             f"{', '.join(CONTROLS)} (optionally with a count, e.g. reinit:3)")
-        try:
-            c = int(count) if count else 1
-        except ValueError:
-            raise ValueError(f"control count in {item!r} must be a positive integer") from None
-        if c < 1:
-            raise ValueError(f"control count in {item!r} must be a positive integer")
-        out.append((name, c))
-    return out

@@ -29,10 +29,9 @@ masks as an uninterrupted run.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +39,10 @@ import numpy as np
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import controls, identity, models, pruning, scores, snip, stopping, store
+from ltjax import identity, models, rounds, stopping, store
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
 from ltjax.progress import Progress, resolve as resolve_progress
-from ltjax.data.order import batch_indices
 from ltjax.train import Curves, device_data, loss_and_correct, make_trainer
 
 PyTree = Any
@@ -77,25 +75,6 @@ def ticket_keys(config: Config) -> tuple[jax.Array, jax.Array]:
     return jnp.tile(both[:, 0], (reps, 1)), jnp.tile(both[:, 1], (reps, 1))
 
 
-def round_rates(config: Config, layer_names: list[str], r: int) -> float | dict[str, float]:
-    """What ``prune`` removes in round r ≥ 1, as fractions of the mask it is applied to.
-
-    Iterative: ``prune_rate`` of the survivors each round (layerwise: per-layer overrides).
-    One-shot from the dense mask: a fraction ``1 - d_r`` where ``d_r`` is ``densities[r-1]``
-    or ``(1 - prune_rate)^r``; a layer with an override rate q is pruned by
-    ``(1 - d_r) · q / prune_rate`` (the 2018 paper prunes the output at half the rate).
-    """
-    if config.mode == "iterative":
-        if config.scope == "global":
-            return config.prune_rate
-        return pruning.layer_rates(layer_names, config.prune_rate, dict(config.layer_rates))
-    d = config.densities[r - 1] if config.densities else (1 - config.prune_rate) ** r
-    if config.scope == "global":
-        return 1 - d
-    rates = pruning.layer_rates(layer_names, config.prune_rate, dict(config.layer_rates))
-    return {n: min(1.0, (1 - d) * q / config.prune_rate) for n, q in rates.items()}
-
-
 def preflight(config: Config, ds: D.Dataset, model: models.Model) -> None:
     """Checks that need the data and the model, done before anything is written or trained."""
     n = len(ds.x_train)
@@ -122,69 +101,20 @@ def preflight(config: Config, ds: D.Dataset, model: models.Model) -> None:
                           f"({', '.join(names)}), so nothing would be pruned")
 
 
-def _all_finite(tree: PyTree) -> jax.Array:
-    leaves = [x for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
-
-
-@functools.lru_cache(maxsize=None)
-def _pruner(score_names: tuple[str, ...], scope: str, exclude: tuple[str, ...], rates: Any) -> Callable:
-    fns = [scores.get(n) for n in score_names]
-    rate = dict(rates) if isinstance(rates, tuple) else rates
-
-    def one(params, mask, fallback, frozen, which):
-        # Each ticket's own score (a select under vmap when the study mixes scores).
-        s = fns[0](params, mask) if len(fns) == 1 else jax.lax.switch(which, fns, params, mask)
-        new = pruning.prune(s, mask, rate, scope=scope, exclude=exclude)
-        # A diverged ticket (non-finite scores) or a frozen one never gets a NaN-driven mask.
-        keep_new = _all_finite(s) & ~frozen
-        return jax.tree.map(lambda n, f: None if n is None else jnp.where(keep_new, n, f),
-                            new, fallback, is_leaf=lambda x: x is None)
-
-    return jax.jit(jax.vmap(one))
-
-
-def next_mask(config: Config, params: PyTree, mask: PyTree, r: int,
-              fallback: PyTree | None = None, frozen: jax.Array | None = None) -> PyTree:
-    """Mask of round r ≥ 1 from trained ``params`` and the ``mask`` they are pruned from.
-
-    Tickets flagged in ``frozen`` (diverged earlier) and tickets whose scores are not all
-    finite keep ``fallback`` (default: ``mask``) instead: a NaN never decides what is pruned.
-    """
-    rates = round_rates(config, M.layer_names(mask), r)
-    key = tuple(sorted(rates.items())) if isinstance(rates, dict) else rates
-    T = jax.tree.leaves(mask)[0].shape[0]
-    frozen = jnp.zeros(T, bool) if frozen is None else jnp.asarray(frozen, bool)
-    names = tuple(dict.fromkeys(config.ticket_scores()))
-    which = (jnp.zeros(T, jnp.int32) if len(names) == 1
-             else jnp.asarray([names.index(n) for n in config.ticket_scores()], jnp.int32))
-    return _pruner(names, config.scope, tuple(config.exclude), key)(
-        params, mask, mask if fallback is None else fallback, frozen, which)
-
-
 def round_start(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_params: PyTree, mask: PyTree):
-    """Weights and global iteration round r starts from: ``(start ⊙ mask, start_step)``.
-
-    Round 0 starts from θ0. Later rounds: ``reset`` → θ0, ``rewind`` → θk at iteration k,
-    ``continue`` → the previous round's trained weights.
-    """
-    return _apply_mask(round_source(config, r, theta0, theta_k, prev_params), mask), round_step(config, r)
-
-
-def round_source(config: Config, r: int, theta0: PyTree, theta_k: PyTree, prev_params: PyTree) -> PyTree:
-    """The unmasked weights round r starts from (see :func:`round_start`)."""
-    if r == 0 or config.strategy == "reset":
-        return theta0
-    return theta_k if config.strategy == "rewind" else prev_params
+    """Weights and global iteration round r starts from: ``(source ⊙ mask, start_step)``, the
+    source by the study's restart (:data:`ltjax.rounds.RESTARTS`) given θ0, θk and the previous
+    round's trained weights (round 0: θ0 at iteration 0)."""
+    ctx = rounds.Context(config, None, theta0, theta_k, None, None, None, None, None,
+                         lambda q: (None, prev_params, None))
+    return _apply_mask(_round_source(ctx, r), mask), rounds.start_step(config, r)
 
 
-def round_step(config: Config, r: int) -> int:
-    """The global iteration round r starts at: k when rewinding (r ≥ 1), else 0."""
-    return config.rewind_iteration if r > 0 and config.strategy == "rewind" else 0
+def _round_source(ctx: rounds.Context, r: int) -> PyTree:
+    return ctx.theta0 if r == 0 else rounds.RESTARTS[ctx.config.strategy].source(ctx, r)
 
 
 _apply_mask = jax.jit(jax.vmap(M.apply_mask))
-_complement = jax.jit(jax.vmap(M.complement))
 _compare = jax.jit(jax.vmap(M.compare))
 
 
@@ -207,7 +137,7 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, stop: di
     es = stopping.early_stop({**per_ticket, "step": curves["step"]}, **stop)
     es["convergence_iteration"] = stopping.convergence_iteration(curves["step"], curves["test_acc"])
     bad_loss = ~np.isfinite(curves["train_loss"])
-    now = bad_loss.any(axis=1) | ~np.asarray(jax.vmap(_all_finite)(params))
+    now = bad_loss.any(axis=1) | ~np.asarray(jax.vmap(rounds.all_finite)(params))
     first_bad = np.where(bad_loss.any(axis=1), curves["step"][np.argmax(bad_loss, axis=1)], -1)
     return {
         "round": r,
@@ -224,46 +154,6 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, stop: di
     }
 
 
-def snip_rates(config: Config, mask: PyTree) -> tuple[dict[str, int], dict[str, float]]:
-    """Per-step rates of iterative SNIP's default schedule: the study's own IMP rates.
-
-    Layerwise scope: each layer's survivors shrink at its IMP rate (``prune_rate`` with the
-    ``layer_rates`` overrides); global scope: one pool at ``prune_rate``. Returns
-    ``(dense sizes, rates)`` keyed alike, over the layers SNIP may prune (not ``exclude``).
-    """
-    sizes = {n: v for n, v in M.size(mask).items() if not pruning.excluded(n, config.exclude)}
-    if config.scope == "global":
-        return {"pool": sum(sizes.values())}, {"pool": config.prune_rate}
-    rates = pruning.layer_rates(list(sizes), config.prune_rate, dict(config.layer_rates))
-    return sizes, rates
-
-
-def snip_masks(config: Config, loss_fn: Callable, name: str, copy: int, theta0: PyTree, dense: PyTree,
-               mask: PyTree, data, data_keys: jax.Array) -> PyTree:
-    """Masks of the ``snip`` / ``isnip`` controls: pruned at θ0 to the tickets' sizes.
-
-    Each ticket's SNIP network keeps exactly as many weights as the ticket in the pool of
-    prunable layers not in ``exclude``. Its minibatch is the one the ticket trains on at
-    iteration ``copy`` (copy 0: the first batch), so copies differ only in the batch.
-    ``isnip`` prunes along :func:`ltjax.snip.geometric_schedule` with the study's rates.
-    """
-    keep = np.asarray(jax.vmap(lambda m: snip.pool_size(m, config.exclude))(mask))
-    if name == "snip":
-        keeps = jnp.asarray(keep[:, None], jnp.int32)
-    else:
-        sizes, rates = snip_rates(config, jax.tree.map(lambda a: a[0], dense))
-        keeps = snip.schedule_array([snip.geometric_schedule(sizes, rates, int(k)) for k in keep])
-    n = data.x_train.shape[0]
-    idx = jax.vmap(lambda k: batch_indices(k, n, config.batch_size, jnp.int32(copy)))(data_keys)
-    fn = _snipper(loss_fn, tuple(config.exclude))
-    return fn(theta0, dense, data.x_train[idx], data.y_train[idx], keeps)
-
-
-@functools.lru_cache(maxsize=None)
-def _snipper(loss_fn: Callable, exclude: tuple[str, ...]) -> Callable:
-    return jax.jit(jax.vmap(lambda p, m, x, y, ks: snip.iterative_snip(loss_fn, p, m, x, y, ks, exclude=exclude)))
-
-
 def make_loss(model: models.Model, mean: tuple[float, ...], std: tuple[float, ...],
               loss: Callable | None = None) -> Callable:
     """``(params, x, y) -> mean training loss`` on raw (uint8) inputs, as the trainer computes it
@@ -274,51 +164,6 @@ def make_loss(model: models.Model, mean: tuple[float, ...], std: tuple[float, ..
         return jnp.mean(per_example)
 
     return mean_loss
-
-
-def control_starts(config: Config, model: models.Model, r: int, start: PyTree, mask: PyTree,
-                   theta0: PyTree, init_keys: jax.Array, snip_inputs: tuple | None = None,
-                   source: PyTree | None = None) -> tuple[PyTree, PyTree, list[tuple[str, int]]]:
-    """Start weights and masks of round r's control networks, stacked after one another.
-
-    Block order: for each ``(name, count)`` of ``config.controls``, ``count`` blocks of T
-    (one control per ticket). Each control's key is derived from its ticket's init key, the
-    control, its copy index and the round, so controls are reproducible and independent.
-    ``snip`` / ``isnip`` controls start from θ0 on their own masks (:func:`snip_masks`) and
-    need ``snip_inputs = (loss_fn, dense_mask, data, data_keys)``; ``random`` needs ``source``,
-    the unmasked weights the round starts from (:func:`round_source`).
-    """
-    specs = controls.parse(config.controls)
-    blocks_p, blocks_m, labels = [], [], []
-    for idx, (name, count) in enumerate(specs):
-        for j in range(count):
-            keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(
-                jax.random.fold_in(k, 7919 + idx), j), r))(init_keys)
-            if name == "reinit":
-                p, m = jax.jit(jax.vmap(lambda k, m: controls.reinit(k, model.init, m)))(keys, mask), mask
-            elif name == "shuffle":
-                p, m = jax.jit(jax.vmap(lambda k, p, m: controls.shuffle(k, p, m, tuple(config.shuffle_layers))))(
-                    keys, start, mask)
-            elif name == "random":
-                if source is None:
-                    raise ValueError("the random control needs source= (the unmasked start weights of the round)")
-                p, m = jax.jit(jax.vmap(controls.random_prune))(keys, source, mask)
-            elif name in ("snip", "isnip"):
-                loss_fn, dense, data, data_keys = snip_inputs
-                m = snip_masks(config, loss_fn, name, j, theta0, dense, mask, data, data_keys)
-                p = _apply_mask(theta0, m)
-            else:
-                p, m = _apply_mask(theta0, mask), mask
-            blocks_p.append(p)
-            blocks_m.append(m)
-            labels.append((name, j))
-    return _concat(*blocks_p), _concat(*blocks_m), labels
-
-
-def _concat(*trees: PyTree) -> PyTree:
-    """Stack ticket blocks along the ticket axis (``None`` mask leaves stay ``None``)."""
-    return jax.tree.map(lambda *xs: None if xs[0] is None else jnp.concatenate(xs), *trees,
-                        is_leaf=lambda x: x is None)
 
 
 def _control_metrics(r, c_mask, c_params, c_curves, labels, T, stop, ticket_mask) -> dict:
@@ -417,7 +262,7 @@ def _adopt_parent_rounds(config: Config, out, d: Path, log: Callable[[str], None
     parent = store.run_dir(config.replace(flip_round=0), out)
     if not parent.is_dir():
         return
-    k = config.rewind_step()
+    k = _theta_k_step(config)
     parts = ["theta0", *(["theta_k"] if k else []), *(store.round_path(d, r).name for r in range(config.flip_round))]
     copied = store.adopt(parent, d, parts)
     if copied:
@@ -480,14 +325,22 @@ def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
         log(f"{d}: {part} is damaged; moved to {store.move_aside(path).name}, recomputing it")
 
 
-def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
-             progress: bool | str, log: Callable[[str], None], ticket_chunk: int | None = None) -> None:
-    stop = early_stop_spec(config, "val" if len(ds.x_val) else "test")
+class _Study(NamedTuple):
+    """What every round of one call of :func:`_execute` shares."""
+
+    ctx: rounds.Context
+    trainer: Callable
+    bar: Progress
+    mesh: Any
+    stop: dict
+    passes: Callable[[int], int]  # training passes of n tickets (chunks)
+
+
+def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress, ticket_chunk, states) -> _Study:
+    """θ0 (made and saved, or loaded), θk if on disk, the data on the device and the trainer."""
     mesh = ticket_mesh(config.num_tickets())
     data = replicate(device_data(ds), mesh)
     init_keys, data_keys = shard_tickets(ticket_keys(config), mesh)
-    T = config.num_tickets()
-
     if (d / "theta0").exists():
         theta0 = shard_tickets(store.load_once(d / "theta0"), mesh)
     else:
@@ -497,21 +350,8 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         theta0 = shard_tickets(theta0, mesh)
         store.save_once(d / "theta0", theta0)
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
-
-    bar = Progress(progress)
-    # No bar, no host callback: a program without one can be kept in JAX's persistent
-    # compilation cache (the callback changes nothing it computes)
-    trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar if bar.enabled else None,
-                           ticket_chunk=ticket_chunk, mesh=mesh)
-    passes = lambda n: -(-n // ticket_chunk) if ticket_chunk else 1  # noqa: E731  (chunks of n tickets)
-    k, iters = config.rewind_step(), config.iterations
-    theta_k = shard_tickets(store.load_once(d / "theta_k"), mesh) if (d / "theta_k").exists() else None
-    if k == 0:
-        theta_k = theta0
-
-    states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
-    flip = config.flip_round
-    snip_inputs = (make_loss(model, ds.mean, ds.std, config.train_spec().loss), dense, data, data_keys)
+    theta_k = theta0 if _theta_k_step(config) == 0 else (
+        shard_tickets(store.load_once(d / "theta_k"), mesh) if (d / "theta_k").exists() else None)
 
     def state(r: int):
         """(mask, trained params, cumulative diverged flags) of round r, from memory or disk."""
@@ -521,71 +361,80 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
             states[r] = (shard_tickets(st["mask"], mesh), shard_tickets(st["params"], mesh), diverged)
         return states[r]
 
+    loss_fn = make_loss(model, ds.mean, ds.std, config.train_spec().loss)
+    ctx = rounds.Context(config, model, theta0, theta_k, dense, init_keys, data_keys, data, loss_fn, state)
+    bar = Progress(progress)
+    # No bar, no host callback: a program without one can be kept in JAX's persistent
+    # compilation cache (the callback changes nothing it computes)
+    trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar if bar.enabled else None,
+                           ticket_chunk=ticket_chunk, mesh=mesh)
+    passes = lambda n: -(-n // ticket_chunk) if ticket_chunk else 1  # noqa: E731
+    return _Study(ctx, trainer, bar, mesh, early_stop_spec(config, "val" if len(ds.x_val) else "test"), passes)
+
+
+def _theta_k_step(config: Config) -> int:
+    """k of θk when the restart rewinds to it (else 0: θk is θ0)."""
+    return config.rewind_iteration if rounds.RESTARTS[config.strategy].rewinds else 0
+
+
+def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
+    """Train round r's tickets (and its controls in the same program): ``(params, curves,
+    control metrics or None, ctx)``; θk is trained and saved on first need."""
+    ctx, T, k, iters = st.ctx, st.ctx.config.num_tickets(), _theta_k_step(st.ctx.config), st.ctx.config.iterations
+    c_k = None
+    if ctx.theta_k is None:  # only when rewinding to k > 0 and theta_k is not on disk yet
+        st.bar.start(f"theta_k (iteration {k})", k, passes=st.passes(T))
+        theta_k, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k)
+        st.bar.close()
+        store.save_once(d / "theta_k", theta_k)
+        ctx = ctx._replace(theta_k=theta_k)
+    if r == 0 and k > 0:  # round 0 continues from θk; if θk came from disk, redo its curves
+        if c_k is None:
+            _, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k)
+        st.bar.start("round 0", iters - k, passes=st.passes(T))
+        params, c2 = st.trainer(ctx.theta_k, mask, ctx.data_keys, ctx.data, k, iters - k)
+        return params, jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2), None, ctx
+    source = _round_source(ctx, r)
+    start, begin = _apply_mask(source, mask), rounds.start_step(ctx.config, r)
+    p_in, m_in, k_in, labels = start, mask, ctx.data_keys, []
+    if r > 0 and ctx.config.controls:  # controls train in the tickets' program, on their data order
+        c_start, c_mask, labels = rounds.control_starts(ctx, r, start, mask, source)
+        p_in, m_in = rounds.concat(start, c_start), rounds.concat(mask, c_mask)
+        k_in = jnp.concatenate([ctx.data_keys] * (len(labels) + 1))
+    st.bar.start(f"round {r}", iters - begin, passes=st.passes(len(k_in)))
+    params, curves = st.trainer(*(shard_tickets(a, st.mesh) for a in (p_in, m_in, k_in)), ctx.data, begin,
+                                iters - begin)
+    if not labels:
+        return params, curves, None, ctx
+    head, tail = (lambda t: jax.tree.map(lambda a: a[:T], t)), (lambda t: jax.tree.map(lambda a: a[T:], t))
+    c_metrics = _control_metrics(r, tail(m_in), tail(params), tail(curves), labels, T, st.stop, mask)
+    return head(params), head(curves), c_metrics, ctx
+
+
+def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
+             progress: bool | str, log: Callable[[str], None], ticket_chunk: int | None = None) -> None:
+    """The round loop: for each round, its mask (:func:`ltjax.rounds.round_mask`), its training
+    (restart and controls: :func:`_train_round`), its metrics, then an atomic save."""
+    states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
+    st = _setup(config, d, ds, model, progress, ticket_chunk, states)
+    flip = config.flip_round
     for r in todo:
         store.fault_point(f"round{r}.start")
         t0 = time.perf_counter()
-        frozen = np.zeros(T, bool) if r == 0 else state(r - 1)[2]
-        if r == 0:
-            mask = dense
-        elif r == flip:
-            mask = _complement(state(r - 1)[0])
-        elif config.mode == "oneshot":
-            mask = next_mask(config, state(0)[1], dense, r, fallback=state(r - 1)[0], frozen=frozen)
-        else:
-            mask = next_mask(config, state(r - 1)[1], state(r - 1)[0], r, frozen=frozen)
-        mask = shard_tickets(mask, mesh)
-
-        if theta_k is None:  # only when rewinding to k > 0 and theta_k is not on disk yet
-            bar.start(f"theta_k (iteration {k})", k, passes=passes(T))
-            theta_k, c_k = trainer(theta0, dense, data_keys, data, 0, k)
-            bar.close()
-            store.save_once(d / "theta_k", theta_k)
-        else:
-            c_k = None
-        if r == 0 and k > 0:
-            # Round 0 continues from theta_k; if theta_k came from disk, redo its curves.
-            if c_k is None:
-                _, c_k = trainer(theta0, dense, data_keys, data, 0, k)
-            bar.start("round 0", iters - k, passes=passes(T))
-            params, c2 = trainer(theta_k, mask, data_keys, data, k, iters - k)
-            curves = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2)
-        else:
-            prev_params = state(r - 1)[1] if r > 0 and config.strategy == "continue" else None
-            start, begin = round_start(config, r, theta0, theta_k, prev_params, mask)
-            p_in, m_in, k_in = start, mask, data_keys
-            with_controls = r > 0 and bool(config.controls)
-            if with_controls:
-                # Controls train in the same program as their tickets, on the tickets' data order.
-                source = round_source(config, r, theta0, theta_k, prev_params)
-                c_start, c_mask, labels = control_starts(config, model, r, start, mask, theta0, init_keys,
-                                                         snip_inputs, source)
-                n = len(labels)
-                p_in, m_in = _concat(start, c_start), _concat(mask, c_mask)
-                k_in = jnp.concatenate([data_keys] * (n + 1))
-            bar.start(f"round {r}", iters - begin, passes=passes(len(k_in)))
-            params, curves = trainer(shard_tickets(p_in, mesh), shard_tickets(m_in, mesh), shard_tickets(k_in, mesh),
-                                     data, begin, iters - begin)
-            if with_controls:
-                tail = lambda t: jax.tree.map(lambda a: a[T:], t)  # noqa: E731
-                head = lambda t: jax.tree.map(lambda a: a[:T], t)  # noqa: E731
-                c_metrics = _control_metrics(r, tail(m_in), tail(params), tail(curves), labels, T, stop, mask)
-                params, curves = head(params), head(curves)
+        frozen = np.zeros(config.num_tickets(), bool) if r == 0 else st.ctx.state(r - 1)[2]
+        mask = shard_tickets(rounds.round_mask(st.ctx, r, frozen), st.mesh)
+        params, curves, c_metrics, ctx = _train_round(st, d, r, mask)
+        st = st._replace(ctx=ctx)
         jax.block_until_ready(params)
-        bar.close()
+        st.bar.close()
         store.fault_point(f"round{r}.trained")
-
-        metrics = round_metrics(r, mask, params, curves, stop, time.perf_counter() - t0, frozen)
+        metrics = round_metrics(r, mask, params, curves, st.stop, time.perf_counter() - t0, frozen)
         if config.scores:
             metrics["ticket_score"] = config.ticket_scores()
-        if r > 0 and config.controls:
-            metrics["controls"] = c_metrics  # set in the training branch above
+        if c_metrics is not None:
+            metrics["controls"] = c_metrics
         if flip and r >= flip:
-            # LTH_flip: every later mask must stay disjoint from the mask that was flipped.
-            shared = np.asarray(jax.vmap(lambda a, b: M.overlap(a, b)["total"])(mask, state(flip - 1)[0]))
-            if shared.any():
-                raise RuntimeError(f"LTH_flip invariant broken in round {r}: tickets share {shared.tolist()} "
-                                   f"weights with the round-{flip - 1} mask they were flipped from")
-            metrics["shared_with_flipped"] = shared
+            metrics["shared_with_flipped"] = _check_flip(mask, st.ctx.state(flip - 1)[0], r, flip)
         store.save_round(d, r, mask, params, metrics)
         log(format_round(metrics))
         states[r] = (mask, params, metrics["diverged"])
@@ -593,3 +442,12 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         # mask's round (LTH_flip's disjointness check) are needed again.
         for old in [q for q in states if q not in (0, r, flip - 1)]:
             del states[old]
+
+
+def _check_flip(mask: PyTree, flipped: PyTree, r: int, flip: int) -> np.ndarray:
+    """LTH_flip: every mask from the flip on stays disjoint from the mask that was flipped."""
+    shared = np.asarray(jax.vmap(lambda a, b: M.overlap(a, b)["total"])(mask, flipped))
+    if shared.any():
+        raise RuntimeError(f"LTH_flip invariant broken in round {r}: tickets share {shared.tolist()} "
+                           f"weights with the round-{flip - 1} mask they were flipped from")
+    return shared

@@ -20,11 +20,17 @@ lamp        ``a_u² / Σ_{v: a_v ≥ a_u} a_v²`` (Lee et al. 2021; ties share o
 ==========  ==============================================================
 
 A "layer" is one prunable tensor (a kernel).
+
+A score may also need data: registered with ``needs_batch=True`` it is called
+``fn(params, mask, batch)`` with a :class:`Batch` (the study's loss and one minibatch per
+ticket: the batch it trains on at iteration 0). SNIP's connection sensitivity is such a score
+(``snip``, registered by :mod:`ltjax.snip`), so a study pruned by SNIP at initialization is
+``mode="at_init", score="snip"``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +39,18 @@ from ltjax import registry
 
 PyTree = Any
 ScoreFn = Callable[[PyTree, PyTree], PyTree]
+
+
+class Batch(NamedTuple):
+    """What a data-dependent score sees: ``loss_fn(params, x, y) -> mean loss`` (as the trainer
+    computes it) and one minibatch ``x, y``."""
+
+    loss_fn: Callable
+    x: Any
+    y: Any
+
+
+NEEDS_BATCH: set[str] = set()  # scores called fn(params, mask, batch)
 
 
 def magnitude(params: PyTree, mask: PyTree) -> PyTree:
@@ -121,12 +139,14 @@ def per_layer(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> ScoreFn:
     return _per_layer(fn)
 
 
-def register(name: str, fn: ScoreFn, *, replace: bool = False) -> None:
+def register(name: str, fn: ScoreFn, *, replace: bool = False, needs_batch: bool = False) -> None:
     """Make ``fn(params, mask) -> scores`` available by name (``Config(score=name)``,
     ``scores=(..., name)``, :func:`get`). Higher scores survive. A name already taken raises
-    unless ``replace``. Registration lives in this process: register before ``lottery.run``
-    (the ``ltjax`` command line sees only the built-in scores)."""
+    unless ``replace``. ``needs_batch``: ``fn(params, mask, batch)`` with a :class:`Batch`.
+    Registration lives in this process: register before ``lottery.run`` (the ``ltjax``
+    command line sees only the built-in scores)."""
     registry.add(SCORES, "score", name, fn, replace, "a function (params, mask) -> scores")
+    (NEEDS_BATCH.add if needs_batch else NEEDS_BATCH.discard)(name)
 
 
 def get(name: str) -> ScoreFn:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ltjax import masks as M
-from ltjax import pruning
+from ltjax import pruning, scores
 
 PyTree = Any
 LossFn = Callable[[PyTree, jax.Array, jax.Array], jax.Array]  # (params, x, y) -> mean loss
@@ -135,3 +135,12 @@ def schedule_array(schedules: Sequence[Sequence[int]]) -> jax.Array:
 def pool_size(mask: PyTree, exclude: tuple[str, ...] = ()) -> jax.Array:
     """Survivors in the SNIP pool: all prunable layers except ``exclude``."""
     return sum(c for n, c in M.count(mask).items() if not pruning.excluded(n, exclude))
+
+
+def snip_score(params: PyTree, mask: PyTree, batch: scores.Batch) -> PyTree:
+    """SNIP's :func:`connection_sensitivity` as a score (on the ticket's iteration-0 batch):
+    with ``scope="global"`` and ``mode="at_init"``, a study's tickets are SNIP networks."""
+    return connection_sensitivity(batch.loss_fn, params, mask, batch.x, batch.y)
+
+
+scores.register("snip", snip_score, needs_batch=True)

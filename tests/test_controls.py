@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltjax import controls, models
+from ltjax import controls, models, rounds
 from ltjax import masks as M
 from ltjax.stopping import convergence_iteration
 
@@ -82,10 +82,10 @@ def test_reinit_keeps_mask_changes_values_same_distribution():
 
 
 def test_parse_controls():
-    assert controls.parse(("reinit:3", "shuffle")) == [("reinit", 3), ("shuffle", 1)]
+    assert rounds.parse_controls(("reinit:3", "shuffle")) == [("reinit", 3), ("shuffle", 1)]
     for bad in (("nope",), ("reinit:0",), ("reinit:x",)):
         with pytest.raises(ValueError):
-            controls.parse(bad)
+            rounds.parse_controls(bad)
 
 
 # -- convergence rule (footnote 5) -----------------------------------------------------------

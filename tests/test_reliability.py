@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltjax import lottery, presets, report, store
+from ltjax import lottery, presets, report, rounds, store
 from ltjax import masks as M
 from ltjax.store import CorruptRunError, RunLock, RunLockedError, load_run
 
@@ -275,7 +275,7 @@ def test_nan_scores_never_prune():
     mask = {"w": {"kernel": jnp.ones((2, 3, 4), bool)}}
     params = {"w": {"kernel": jnp.arange(24.0).reshape(2, 3, 4).at[1, 0, 0].set(jnp.inf)}}
     cfg = CFG.replace(scope="global", layer_rates=(), exclude=())
-    new = lottery.next_mask(cfg, params, mask, 1)
+    new = rounds.next_mask(cfg, params, mask, 1)
     assert int(new["w"]["kernel"][0].sum()) == 12 - 2 and bool(new["w"]["kernel"][1].all())
 
 
