@@ -176,7 +176,7 @@ def score_batch(ctx: "Context") -> scores.Batch | None:
 
 MaskPolicy = Callable[[Context, int, np.ndarray], PyTree]  # (ctx, r, frozen) -> round r's mask
 MASK_POLICIES: dict[str, MaskPolicy] = {}
-FROM_DENSE = {"oneshot", "at_init", "random_at_init"}  # policies that prune the dense mask every round
+FROM_DENSE: set[str] = set()  # policies that prune the dense mask every round (set by registration)
 
 
 def register_mask_policy(name: str, policy: MaskPolicy, *, replace: bool = False, from_dense: bool = True) -> None:
@@ -247,7 +247,7 @@ def round_mask(ctx: Context, r: int, frozen) -> PyTree:
 # ticket's start; ``source`` the unmasked weights the round starts from; ``copy`` the copy index
 Control = Callable[[Context, jax.Array, PyTree, PyTree, PyTree, int], tuple[PyTree, PyTree]]
 CONTROLS: dict[str, Control] = {}
-FROM_ITERATION_0 = {"reset", "snip", "isnip"}  # controls that train from θ0 at iteration 0
+FROM_ITERATION_0: set[str] = set()  # controls that train from θ0 at iteration 0 (set by registration)
 
 
 def register_control(name: str, control: Control, *, replace: bool = False, from_iteration_0: bool = False) -> None:
