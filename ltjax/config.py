@@ -125,7 +125,7 @@ class Config:
 
     # -- derived ---------------------------------------------------------------------------
     def train_spec(self) -> TrainSpec:
-        for f in ("optimizer", "loss"):
+        for f in ("optimizer", "loss", "schedule"):
             if isinstance(getattr(self, f), identity.ObjectRef):
                 raise ConfigError(f"{f}={getattr(self, f)!r} is the record of your own {f} from a saved run; pass "
                                   f"the object itself (config.replace({f}=...)) to train with it")
@@ -139,9 +139,6 @@ class Config:
 
     def _schedule(self):
         """The learning rate at a global iteration, or None for the step schedule (built by train)."""
-        if isinstance(self.schedule, identity.ObjectRef):
-            raise ConfigError(f"schedule={self.schedule!r} is the record of your own schedule from a saved run; "
-                              f"pass the function itself (config.replace(schedule=...)) to train with it")
         if self.schedule == "step":
             return None
         if self.schedule != "cosine":
