@@ -7,7 +7,6 @@ carries on. Their weights and scores are compared to a tolerance, and the masks 
 them with :func:`assert_masks_agree`.
 """
 
-import math
 
 import jax
 import numpy as np

@@ -6,7 +6,6 @@ from collections import Counter
 from types import SimpleNamespace
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from ltjax import lottery, presets, report, rounds, store
-from ltjax import masks as M
 from ltjax.store import CorruptRunError, RunLock, RunLockedError, load_run
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ into float32 ``(x/255 - mean) / std`` inside the compiled program.
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
