@@ -156,9 +156,16 @@ def _cmd_presets(a) -> None:
     for name in sorted(presets.PRESETS):
         print(f"{name}\n    {presets.describe(name)}")
     if a.fields:
-        print("\nfields (--set key=value):")
-        for f in fields(Config):
-            print(f"  {f.name:18s} default {getattr(Config(), f.name)!r}: {f.metadata['help']}")
+        from ltjax.config import ALIASES, SECTIONS
+
+        helps, default = {f.name: f.metadata["help"] for f in fields(Config)}, Config()
+        print("\nfields by section (--set section.key=value, or --set key=value with the field's own name):")
+        for section, keys in SECTIONS.items():
+            print(f"\n[{section}]")
+            for key, f in keys.items():
+                alias = f" (= {f})" if key != f else ""
+                print(f"  {section}.{key}{alias}  default {getattr(default, f)!r}: {helps[f]}")
+        print("\naliases: " + ", ".join(f"{k}=NAME sets {v}=(NAME,)" for k, v in ALIASES.items()))
 
 
 def _cmd_show(a) -> None:

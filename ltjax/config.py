@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import inspect
 import json
 import math
 import numbers
@@ -103,9 +104,9 @@ class Config:
                                 "random mask at θ0 with one-shot pruning's per-layer counts)")
     densities: tuple[float, ...] = _f((), "oneshot: target densities (fraction remaining) of rounds 1..; default: (1-prune_rate)^r")
     scope: str = _f("layerwise", "layerwise | global")
-    score: str = _f("magnitude", "score used to prune")
-    scores: tuple[str, ...] = _f((), "several scores in one program: one ticket per (score, seed), all seeds "
-                                      "of a score sharing its θ0 with the other scores; overrides score")
+    scores: tuple[str, ...] = _f(("magnitude",), "the score(s) pruning ranks by; several in one program: one "
+                                                 "ticket per (score, seed), all seeds of a score sharing its θ0 "
+                                                 "with the other scores (`score=NAME` is short for scores=NAME)")
     prune_rate: float = _f(0.2, "fraction of surviving weights pruned per round (sparsity step, not density)")
     layer_rates: tuple[tuple[str, float], ...] = _f((("out", 0.1),), "layerwise rate overrides, layer:rate,... (globs allowed)")
     exclude: tuple[str, ...] = _f((), "layers never pruned (globs allowed)")
@@ -122,6 +123,7 @@ class Config:
     partial_reinit_round: int = _f(0, "round of partial_reinit_from whose common survivors keep their θ0 (≥ 1)")
     flip_round: int = _f(0, "LTH_flip: round whose mask is the complement of the previous round's mask "
                             "instead of a pruning step (0: never; >= 2)")
+    score: dataclasses.InitVar[str | None] = None  # alias: score=NAME sets scores=(NAME,)
 
     # -- derived ---------------------------------------------------------------------------
     def train_spec(self) -> TrainSpec:
@@ -163,11 +165,11 @@ class Config:
     def ticket_scores(self) -> list[str]:
         """The score each ticket is pruned by, in ticket order: ``scores[s]`` for tickets
         ``s·seeds … s·seeds + seeds - 1`` (seed ``seed + i`` is ticket ``s·seeds + i``)."""
-        return [s for s in self.scores for _ in range(self.seeds)] if self.scores else [self.score] * self.seeds
+        return [s for s in self.scores for _ in range(self.seeds)]
 
     def num_tickets(self) -> int:
         """Tickets trained together: ``seeds`` × the number of scores."""
-        return self.seeds * max(1, len(self.scores))
+        return self.seeds * len(self.scores)
 
     def rewind_step(self) -> int:
         """Iteration the tickets of rounds ≥ 1 start from (0 for reset)."""
@@ -186,7 +188,8 @@ class Config:
         return hash(_canonical(self))
 
     def hash(self) -> str:
-        d = {k: v for k, v in self.to_dict().items()
+        d = _legacy_scores(self.to_dict())
+        d = {k: v for k, v in d.items()
              if k not in NOT_HASHED and not (k in HASHED_IF_SET and _same(v, HASHED_IF_SET[k]))}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -194,28 +197,44 @@ class Config:
         """A copy with the given fields changed, validated (a bad value raises ConfigError here,
         not later at ``run``). Change fields that depend on each other (``iterations`` and
         ``rewind_iteration``, say) in one call."""
-        types = _field_types()
-        unknown = [k for k in kw if k not in types]
-        if unknown:
-            raise ConfigError(f"unknown config key {_show(unknown[0])}{did_you_mean(unknown[0], types)}; "
-                              f"valid keys: {', '.join(sorted(types))}")
-        return dataclasses.replace(self, **kw).validate()
+        return dataclasses.replace(self, **{k if k in ALIASES else field_of(k): v for k, v in kw.items()}).validate()
 
-    def __post_init__(self):
+    def __post_init__(self, score=None):
+        if score is not None:  # the alias: one score
+            object.__setattr__(self, "scores", (score,))
         # Normalize equivalent Python values (an int or numpy scalar for a float field, a list
         # for a tuple) so that equal configurations hash equally and survive config.json.
         for f in fields(self):
             object.__setattr__(self, f.name, _normalize(_field_types()[f.name], getattr(self, f.name)))
+
+    def section(self, name: str) -> dict:
+        """One section of the configuration, ``{key: value}`` as :meth:`nested` shows it."""
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown config section {_show(name)}{did_you_mean(name, SECTIONS)}; "
+                              f"sections: {', '.join(SECTIONS)}")
+        flat = self.to_dict()
+        return {key: flat[f] for key, f in SECTIONS[name].items()}
+
+    def nested(self) -> dict:
+        """The configuration by section: ``{"data": {"name": "mnist", ...}, "model": {...}, "training":
+        {...}, "pruning": {...}, "controls": {...}, "study": {...}}``; :meth:`from_dict` reads it back."""
+        return {name: self.section(name) for name in SECTIONS}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         """A validated Config from a mapping such as a parsed config.json; wrong types raise ConfigError."""
         if not isinstance(d, dict):
             raise ConfigError(f"a configuration must be a mapping of field names to values, got {_show(d)}")
+        d = _flatten_sections(d)
+        if "score" in d:  # a config.json from before score and scores were one field: scores overrode score
+            score = d.pop("score")
+            d.setdefault("scores", ())
+            d["scores"] = d["scores"] or ((score,) if isinstance(score, str) else score)
         known = {f.name for f in fields(cls)}
         unknown = sorted(_show(k) for k in d if k not in known)
         if unknown:
-            raise ConfigError(f"unknown config keys [{', '.join(unknown)}]; valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown config keys [{', '.join(unknown)}]; valid keys: {', '.join(sorted(known))} "
+                              f"(or section.key: {', '.join(SECTIONS)})")
         return cls(**{k: (identity.ObjectRef(OBJECT_FIELDS[k], v) if k in OBJECT_FIELDS and isinstance(v, dict)
                           else _coerce(k, v)) for k, v in d.items()}).validate()
 
@@ -228,7 +247,7 @@ class Config:
             if not sep or not key:
                 raise ConfigError(f"--set expects key=value (see `ltjax presets --fields` for the keys), "
                                   f"got {_show(a)}")
-            updates[key] = parse_value(key, value)
+            updates[field_of(key)] = parse_value(key, value)
         return dataclasses.replace(self, **updates).validate()
 
     # -- validation ------------------------------------------------------------------------
@@ -273,7 +292,7 @@ class Config:
         self._choice("strategy", STRATEGIES)
         self._choice("mode", MODES)
         self._choice("scope", pruning.SCOPES)
-        self._choice("score", scores.SCORES)
+        self._check("scores", len(self.scores) >= 1, "at least one score name, e.g. magnitude")
         for name in self.scores:
             if name not in scores.SCORES:
                 raise ConfigError(f"scores={_show(self.scores)} is not valid: {name!r} is not a score; choose from: "
@@ -304,10 +323,9 @@ class Config:
         self._check("split_seed", self.split_seed >= 0, "an integer ≥ 0")
         self._check("widths", all(0 < w <= INT32_MAX for w in self.widths),
               f"positive integers (each ≤ {INT32_MAX}), e.g. 300,100")
-        self._check("widths", len(self.widths) > 0 or not isinstance(self.model, str)
-              or self.model.startswith(("resnet", "vgg")),
-              f"at least one width for model={self.model!r} (its hidden layer widths, e.g. 300,100; only the "
-              f"fixed ResNet and VGG architectures ignore widths)")
+        self._check("widths", len(self.widths) > 0 or not _uses_widths(self.model),
+              f"at least one width for model={self.model!r} (its hidden layer widths, e.g. 300,100; only "
+              f"fixed architectures, whose factory's widths default to (), ignore widths)")
         self._check("init_std", self.init_std > 0, "> 0")
         self._check("lr", self.lr > 0, "> 0")
         self._check("momentum", 0 <= self.momentum < 1, "in [0, 1)")
@@ -367,6 +385,86 @@ class Config:
         self._check("seeds", self.seed + self.seeds <= SEED_LIMIT,
               f"≤ {SEED_LIMIT} - seed = {SEED_LIMIT - self.seed} (tickets use the 32-bit seeds "
               f"seed … seed+seeds-1, seed={self.seed})")
+
+
+# The configuration's sections: {section: {key: field}}. ``--set section.key=value``,
+# ``Config.replace(**{"section.key": value})``, a nested ``from_dict`` and ``Config.nested()``
+# use them; each field is in exactly one section, and its own name stays a key too (the flat
+# names runs were recorded with, which name their directories' hash).
+SECTIONS = {
+    "data": {"name": "dataset", "validation_size": "validation_size", "split_seed": "split_seed",
+             "augment": "augment"},
+    "model": {"name": "model", "widths": "widths", "init": "init", "init_std": "init_std"},
+    "training": {k: k for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_drops",
+                                "lr_drop_factor", "warmup_iterations", "batch_size", "iterations", "eval_every",
+                                "loss", "early_stop", "patience", "patience_every")},
+    "pruning": {k: k for k in ("strategy", "rewind_iteration", "mode", "densities", "scope", "scores", "prune_rate",
+                               "layer_rates", "exclude", "flip_round")},
+    "controls": {"networks": "controls", "shuffle_layers": "shuffle_layers",
+                 "partial_reinit_from": "partial_reinit_from", "partial_reinit_round": "partial_reinit_round"},
+    "study": {k: k for k in ("name", "rounds", "seeds", "seed")},
+}
+ALIASES = {"score": "scores"}  # flat keys that are not fields: score=NAME is scores=(NAME,)
+
+
+def field_of(key: str) -> str:
+    """The field a key names: a field itself, ``section.key`` (:data:`SECTIONS`) or an alias
+    (:data:`ALIASES`); anything else raises ConfigError with the nearest valid spelling."""
+    types = _field_types()
+    if key in types:
+        return key
+    if key in ALIASES:
+        return ALIASES[key]
+    section, dot, sub = key.partition(".")
+    if not dot:
+        raise ConfigError(f"unknown config key {_show(key)}{did_you_mean(key, [*types, *ALIASES])}; valid keys: "
+                          f"{', '.join(sorted(types))} (or section.key, sections: {', '.join(SECTIONS)})")
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {_show(section)} in {_show(key)}{did_you_mean(section, SECTIONS)}; "
+                          f"sections: {', '.join(SECTIONS)}")
+    if sub not in SECTIONS[section]:
+        keys = SECTIONS[section]
+        raise ConfigError(f"unknown key {_show(sub)} in section {section!r}{did_you_mean(sub, keys)}; its keys: "
+                          f"{', '.join(keys)}")
+    return SECTIONS[section][sub]
+
+
+def _flatten_sections(d: dict) -> dict:
+    """``from_dict``'s input with its sections (``{"training": {"lr": 0.1}}``) as flat fields; a
+    field given twice (flat and in its section, or in two spellings) raises."""
+    out, seen = {}, {}
+    for k, v in d.items():
+        if k in SECTIONS and isinstance(v, dict) and not (k in OBJECT_FIELDS and "type" in v):
+            items = [(f"{k}.{sub}", x) for sub, x in v.items()]
+        else:
+            items = [(k, v)]
+        for key, x in items:
+            f = field_of(key) if isinstance(key, str) and ("." in key) else key
+            if f in out:
+                raise ConfigError(f"{_show(key)} and {_show(seen[f])} both set the field {f!r}; give it once")
+            out[f], seen[f] = x, key
+    return out
+
+
+def _uses_widths(model) -> bool:
+    """Whether the named model's factory uses ``widths``: it takes them with a non-empty
+    default (a fixed architecture, such as the ResNets and VGG, defaults them to ``()``)."""
+    if not isinstance(model, str) or model not in MODELS:
+        return False
+    try:
+        p = inspect.signature(MODELS[model]).parameters.get("widths")
+    except (TypeError, ValueError):  # a callable without a signature: it decides itself
+        return False
+    return p is not None and (p.default is inspect.Parameter.empty or bool(p.default))
+
+
+def _legacy_scores(d: dict) -> dict:
+    """``to_dict()`` in the form run directories were named by before ``score`` and ``scores``
+    became one field (one score: ``score``; several: ``scores``), so their hashes are kept."""
+    d = dict(d)
+    s = list(d["scores"])
+    d["score"], d["scores"] = (s[0], []) if len(s) == 1 else ("magnitude", s)
+    return d
 
 
 @functools.lru_cache(maxsize=None)
@@ -436,7 +534,8 @@ def _same(v, default) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _field_types_cached() -> tuple:
-    return tuple(typing.get_type_hints(Config).items())
+    hints = typing.get_type_hints(Config)
+    return tuple((f.name, hints[f.name]) for f in fields(Config))
 
 
 def _field_types() -> dict[str, typing.Any]:
@@ -510,12 +609,10 @@ def did_you_mean(name: str, choices) -> str:
 
 
 def parse_value(key: str, text: str):
-    """Parse a ``--set`` value by the field's type: ``300,100`` → (300, 100), ``out:0.1`` → (("out", 0.1),)."""
-    types = _field_types()
-    if key not in types:
-        raise ConfigError(f"unknown config key {_show(key)}{did_you_mean(key, types)}; "
-                          f"valid keys: {', '.join(sorted(types))}")
-    return _coerce(key, text.strip())
+    """Parse a ``--set`` value by the field's type: ``300,100`` → (300, 100), ``out:0.1`` → (("out", 0.1),).
+    ``key`` is a field, ``section.key`` (see :data:`SECTIONS`) or an alias (``score``)."""
+    f = field_of(key)
+    return _coerce(f, text.strip(), key)
 
 
 def _scalar(tp, v):
@@ -559,9 +656,11 @@ def _scalar_or_raise(key: str, tp, v, whole=None):
                           f"(must be {_WHAT[tp]})") from None
 
 
-def _coerce(key: str, v):
-    """Turn a JSON value or CLI string into the field's Python type, or raise ConfigError."""
-    tp = _field_types()[key]
+def _coerce(field: str, v, key: str | None = None):
+    """Turn a JSON value or CLI string into the field's Python type, or raise ConfigError
+    (naming ``key``, the spelling the user wrote, default the field)."""
+    tp = _field_types()[field]
+    key = key or field
     whole = v
     if typing.get_origin(tp) is tuple:
         inner = typing.get_args(tp)[0]

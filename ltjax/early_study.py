@@ -19,14 +19,15 @@ On top of it, each trains many networks in one vmapped program:
 
 Layout of ``<out>/<name>-<hash>/``: ``config.json``, ``early.json`` (the study's pruning
 settings), ``epoch_NNN/`` (orbax: params, stats, mask bits of epoch NNN; epoch 0 = θ0),
-``resume/`` (orbax: params and optimizer state of the last finished epoch), and one JSON per
-finished experiment part (``grid_sNNN.json``, ``ppr_lr*.json``, ...), each written atomically.
+``resume/`` (orbax: params and optimizer state of the last finished epoch, swapped in by
+:func:`ltjax.store.save_latest`), and ``parts/``: one JSON per finished experiment part (a grid
+row, a PPR lr, a gradual window, a memorization size), named by the part's kind and a hash of
+every setting that decides it (:func:`ltjax.store.part_path`), each written atomically.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -115,13 +116,6 @@ def _unflat_state(flat: dict | None, template: PyTree) -> PyTree:
     return jax.tree_util.tree_unflatten(jax.tree.structure(template), leaves)
 
 
-def _promote_resume(d: Path) -> None:
-    """Finish an interrupted swap of the resume checkpoint (``resume.new`` is complete)."""
-    if (d / "resume.new").exists():
-        shutil.rmtree(d / "resume", ignore_errors=True)
-        (d / "resume.new").rename(d / "resume")
-
-
 def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exclude: tuple[str, ...] | None = None,
              channel: bool = False, manual_dir: str | None = None, progress: bool = True,
              log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> Study:
@@ -144,7 +138,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
     epochs = config.iterations // spe
     mesh = ticket_mesh(config.seeds)
     data = replicate(device_data(ds), mesh)
-    init_keys, data_keys = shard_tickets(lottery.ticket_keys(config.replace(scores=())), mesh)
+    init_keys, data_keys = shard_tickets(lottery.seed_keys(config), mesh)
 
     def stats(p):
         dense = M.make_mask(p, model.is_prunable)
@@ -167,7 +161,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
 
     with store.RunLock(d):
         store.clear_temporaries(d)
-        _promote_resume(d)
+        store.recover_latest(d / "resume")
         if not s_path.exists():
             store.write_json(s_path, settings)
         if not (d / "epoch_000").exists():
@@ -190,9 +184,8 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
                 acc = {"test_acc": np.asarray(o.curves.test_acc[:, -1]), "val_acc": np.asarray(o.curves.val_acc[:, -1])}
                 # the resume point first (only the newest is kept), then the epoch's record
                 flat = _flat_state(opt_state)
-                store.save_once(d / "resume.new", {"params": params, **({"opt_state": flat} if flat else {}),
-                                                   "epoch": np.int64(e), **acc})
-                _promote_resume(d)
+                store.save_latest(d / "resume", {"params": params, **({"opt_state": flat} if flat else {}),
+                                                 "epoch": np.int64(e), **acc})
                 store.fault_point(f"epoch{e}.resumable")
                 write_epoch(e, params, acc)
                 log(f"epoch {e:3d}  test-acc {np.nanmean(acc['test_acc']):.4f}  ({time.perf_counter() - t0:.1f}s)")
@@ -242,10 +235,6 @@ def open_study(config: Config, out: str | Path = "runs", *, manual_dir: str | No
 
 
 # ---------------------------------------------------------------------------- experiments
-
-
-def _write(path: Path, obj: dict) -> None:
-    store.write_json(path, obj)
 
 
 def _train_program(study: Study, model, ds, spec_changes: dict, ticket_chunk, mesh):
@@ -304,18 +293,17 @@ def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int]
     """Figure 1: for each prune epoch s, the mask of the epoch-s weights (one-shot, the study's
     rate and pool) on the weights of every rewind epoch v, retrained with the baseline's full
     schedule from iteration 0 (fresh optimizer; each seed's own data order). The v's of a row
-    (× seeds) train in one vmapped program; a finished row is kept in ``grid_sNNN.json``.
+    (× seeds) train in one vmapped program; a finished row is kept as a part (s, rewind epochs).
 
     Returns ``{"prune_epochs", "rewind_epochs", "final_test_acc": [s][v] mean over seeds,
     "per_seed": [s][v][seed], "best_val_acc": ...}``."""
     _check_epochs(study, [*prune_epochs, *rewind_epochs])
     ds, model = data_and_model(study, manual_dir)
     cfg, S, V = study.config, list(prune_epochs), list(rewind_epochs)
-    _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+    _, data_keys = lottery.seed_keys(cfg)
     mesh, data = _placed(ds, len(V) * cfg.seeds)
-    row_path = lambda s: study.path / f"grid_s{s:03d}.json"  # noqa: E731
-    done = {s: json.loads(row_path(s).read_text()) for s in S if row_path(s).exists()}
-    done = {s: r for s, r in done.items() if r["rewind_epochs"] == V}
+    key = lambda s: {"s": s, "rewind_epochs": V}  # noqa: E731
+    done = {s: r for s in S if (r := store.load_part(study.path, "grid", key(s))) is not None}
     todo = [s for s in S if s not in done]
     if todo:
         # every pending row's mask in one call; the rewind weights, shared by all rows, loaded once
@@ -333,10 +321,10 @@ def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int]
         _, curves = train(starts, _tile(mask, len(V)), _tile(data_keys, len(V)), data, 0, cfg.iterations)
         fin = np.asarray(curves.test_acc[:, -1]).reshape(len(V), cfg.seeds)
         val = np.asarray(curves.val_acc).max(axis=1).reshape(len(V), cfg.seeds) if len(ds.x_val) else None
-        row = {"s": s, "rewind_epochs": V, "final_test_acc": fin.tolist(),
-               "best_val_acc": None if val is None else val.tolist(),
-               "density": float(np.mean(jax.vmap(M.global_density)(mask))), "seconds": time.perf_counter() - t0}
-        _write(row_path(s), row)
+        row = store.save_part(study.path, "grid", key(s), {
+            "s": s, "rewind_epochs": V, "final_test_acc": fin.tolist(),
+            "best_val_acc": None if val is None else val.tolist(),
+            "density": float(np.mean(jax.vmap(M.global_density)(mask))), "seconds": time.perf_counter() - t0})
         rows.append(row)
         log(f"grid s={s:3d}: final test acc over v={V}: "
             + " ".join(f"{100 * x:.2f}" for x in fin.mean(axis=1)) + f"  ({row['seconds']:.0f}s)")
@@ -364,17 +352,15 @@ def ppr(study: Study, epochs: Sequence[int], lrs: Sequence[float] = (0.1, 0.01),
     _check_epochs(study, epochs)
     ds, model = data_and_model(study, manual_dir)
     cfg, E = study.config, list(epochs)
-    _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+    _, data_keys = lottery.seed_keys(cfg)
     keys = jnp.concatenate([jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(data_keys) for e in E])
     mesh, data = _placed(ds, len(E) * cfg.seeds)
     starts = _stack([study.params(e) for e in E])
     masks = ticket_masks(study, model, starts)
     out = {"epochs": E, "lrs": list(lrs), "val_acc": [], "test_acc": [], "per_seed_test_acc": []}
     for lr in lrs:
-        path = study.path / f"ppr_lr{lr:g}.json"
-        if path.exists() and json.loads(path.read_text())["epochs"] == E:
-            row = json.loads(path.read_text())
-        else:
+        row = store.load_part(study.path, "ppr", {"lr": lr, "epochs": E})
+        if row is None:
             t0 = time.perf_counter()
             spe = study.steps_per_epoch
             train = _train_program(study, model, ds, {"lr": lr, "lr_drops": (), "warmup_iterations": 0,
@@ -382,9 +368,9 @@ def ppr(study: Study, epochs: Sequence[int], lrs: Sequence[float] = (0.1, 0.01),
             _, curves = train(starts, masks, keys, data, 0, spe)
             test = np.asarray(curves.test_acc[:, -1]).reshape(len(E), cfg.seeds)
             val = np.asarray(curves.val_acc[:, -1]).reshape(len(E), cfg.seeds)
-            row = {"lr": lr, "epochs": E, "test_acc": test.tolist(), "val_acc": val.tolist(),
-                   "seconds": time.perf_counter() - t0}
-            _write(path, row)
+            row = store.save_part(study.path, "ppr", {"lr": lr, "epochs": E}, {
+                "lr": lr, "epochs": E, "test_acc": test.tolist(), "val_acc": val.tolist(),
+                "seconds": time.perf_counter() - t0})
             log(f"ppr lr={lr:g}: test acc over epochs {E}: " + " ".join(f"{100 * x:.2f}" for x in test.mean(1))
                 + f"  ({row['seconds']:.0f}s)")
         out["test_acc"].append(np.mean(row["test_acc"], axis=1).tolist())
@@ -406,7 +392,7 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
     ds, model = data_and_model(study, manual_dir)
     cfg, spe = study.config, study.steps_per_epoch
     _check_epochs(study, [e for w in windows for e in w])
-    _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+    _, data_keys = lottery.seed_keys(cfg)
     mesh, data = _placed(ds, cfg.seeds)
     theta0 = study.params(0)
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
@@ -417,12 +403,9 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
         if not 0 <= a < b or (b - a) * spe < steps:
             raise ConfigError(f"window ({a}, {b}) is not valid: epochs 0 ≤ a < b with at least steps={steps} "
                               f"iterations between them")
-        # every setting that changes the result names the file (s_i only when set: files of
-        # s_i = 0 keep their earlier names) and is checked when the file is read back
-        path = study.path / (f"gradual_{a:03d}_{b:03d}_n{steps}" + (f"_si{s_i:g}" if s_i else "") + ".json")
-        if path.exists() and json.loads(path.read_text()).get("s_i", 0.0) == s_i:
-            row = json.loads(path.read_text())
-        else:
+        key = {"window": [a, b], "steps": steps, "s_i": s_i}  # everything that decides the result
+        row = store.load_part(study.path, "gradual", key)
+        if row is None:
             t0 = time.perf_counter()
             dt = (b - a) * spe // steps  # Δt; the last update falls on a·spe + steps·Δt ≤ b·spe
             update = early.gradual_mask_update(one_dense, s_i, study.rate, a * spe, steps, dt, study.exclude)
@@ -439,10 +422,9 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
             _, curves = retrain(start, mask, data_keys, data, 0, cfg.iterations)
             fin = np.asarray(curves.test_acc[:, -1])
             bits = jax.vmap(lambda m: early.pooled_bits(m, study.exclude))(mask)
-            row = {"window": [a, b], "steps": steps, "s_i": s_i, "final_test_acc": fin.tolist(),
-                   "density": np.asarray(jax.vmap(M.global_density)(mask)).tolist(),
-                   "bits": np.packbits(np.asarray(bits), axis=-1).tolist(), "seconds": time.perf_counter() - t0}
-            _write(path, row)
+            row = store.save_part(study.path, "gradual", key, {
+                **key, "final_test_acc": fin.tolist(), "density": np.asarray(jax.vmap(M.global_density)(mask)),
+                "bits": np.packbits(np.asarray(bits), axis=-1), "seconds": time.perf_counter() - t0})
             log(f"gradual {a}-{b}: final test acc {100 * fin.mean():.2f}  ({row['seconds']:.0f}s)")
         out["final_test_acc"].append(float(np.mean(row["final_test_acc"])))
         out["per_seed"].append(row["final_test_acc"])
@@ -464,7 +446,7 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], i
     cfg = study.config
     labels = list(masks)
     theta0 = study.params(0)
-    _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+    _, data_keys = lottery.seed_keys(cfg)
     all_masks = _stack([masks[k] for k in labels])
     starts = _tile(theta0, len(labels))
     keys = _tile(data_keys, len(labels))
@@ -473,9 +455,10 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], i
         if not cfg.batch_size <= n <= len(ds.x_train):
             raise ConfigError(f"memorization size {n} is not valid: between the batch size {cfg.batch_size} and "
                               f"the {len(ds.x_train)} training examples")
-        path = study.path / f"memorization_n{n}_i{iterations}.json"
-        if path.exists() and json.loads(path.read_text())["labels"] == labels:
-            acc[:, j] = np.asarray(json.loads(path.read_text())["train_acc"])
+        key = {"n": n, "iterations": iterations, "labels": labels}
+        done = store.load_part(study.path, "memorization", key)
+        if done is not None:
+            acc[:, j] = np.asarray(done["train_acc"])
             continue
         t0 = time.perf_counter()
         y = early.random_labels(ds.y_train[:n], ds.num_classes, cfg.seed)
@@ -487,8 +470,8 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], i
         train = make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk, mesh=mesh)
         _, curves = train(starts, all_masks, keys, data, 0, iterations)
         acc[:, j] = np.asarray(curves.test_acc[:, -1]).reshape(len(labels), cfg.seeds)
-        _write(path, {"n": n, "iterations": iterations, "labels": labels, "train_acc": acc[:, j].tolist(),
-                      "seconds": time.perf_counter() - t0})
+        store.save_part(study.path, "memorization", key, {**key, "train_acc": acc[:, j],
+                                                          "seconds": time.perf_counter() - t0})
         log(f"memorization N={n}: train acc on random labels "
             + " ".join(f"{k} {100 * a:.2f}" for k, a in zip(labels, acc[:, j].mean(1)))
             + f"  ({time.perf_counter() - t0:.0f}s)")
@@ -529,7 +512,7 @@ def early_bird(study: Study, *, window: int = 5, threshold: float = 0.1, channel
         pick = lambda tree, i: jax.tree.map(lambda a: a[i:i + 1], tree)  # noqa: E731
         starts = _stack([pick(study.params(found[i]), i) for i in seeds])
         mask = ticket_masks(study, model, starts)
-        _, data_keys = lottery.ticket_keys(cfg.replace(scores=()))
+        _, data_keys = lottery.seed_keys(cfg)
         mesh, data = _placed(ds, len(seeds))
         train = _train_program(study, model, ds, {}, ticket_chunk, mesh)
         _, curves = train(starts, mask, data_keys[np.asarray(seeds)], data, 0, cfg.iterations)

@@ -66,13 +66,19 @@ def build_model(config: Config, ds: D.Dataset) -> models.Model:
     return models.wrap(config.model, input_shape=ds.x_train.shape[1:], num_outputs=num_outputs)
 
 
+def seed_keys(config: Config) -> tuple[jax.Array, jax.Array]:
+    """Per-seed (init key, data-order key), seeds ``config.seed … config.seed + seeds - 1``."""
+    keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
+    both = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
+    return both[:, 0], both[:, 1]
+
+
 def ticket_keys(config: Config) -> tuple[jax.Array, jax.Array]:
     """Per-ticket (init key, data-order key); ticket ``s·seeds + i`` uses seed ``config.seed + i``
     (with several ``scores``, the tickets of one seed share θ0 and data order)."""
-    keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
-    both = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
-    reps = max(1, len(config.scores))
-    return jnp.tile(both[:, 0], (reps, 1)), jnp.tile(both[:, 1], (reps, 1))
+    init, order = seed_keys(config)
+    reps = len(config.scores)
+    return jnp.tile(init, (reps, 1)), jnp.tile(order, (reps, 1))
 
 
 def preflight(config: Config, ds: D.Dataset, model: models.Model) -> None:
@@ -272,7 +278,7 @@ def _adopt_parent_rounds(config: Config, out, d: Path, log: Callable[[str], None
 def common_mask(config: Config, masks: PyTree) -> PyTree:
     """Per ticket, the weights kept by every ticket of its seed (all of a study's scores):
     the "overlapping connections" of one initialization's tickets."""
-    n_scores = max(1, len(config.scores))
+    n_scores = len(config.scores)
     per_score = jax.tree.map(lambda a: None if a is None else a.reshape(n_scores, config.seeds, *a.shape[1:]),
                              masks, is_leaf=lambda x: x is None)
     return jax.tree.map(lambda a: None if a is None else jnp.tile(jnp.all(a, axis=0), (n_scores,) + (1,) * (a.ndim - 2)),
@@ -429,7 +435,7 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         st.bar.close()
         store.fault_point(f"round{r}.trained")
         metrics = round_metrics(r, mask, params, curves, st.stop, time.perf_counter() - t0, frozen)
-        if config.scores:
+        if len(config.scores) > 1:
             metrics["ticket_score"] = config.ticket_scores()
         if c_metrics is not None:
             metrics["controls"] = c_metrics

@@ -57,6 +57,20 @@ def static_prune_count(alive: int, rate: float) -> int:
     return q * num + (r * num + den // 2) // den
 
 
+def remove_lowest(scores: jax.Array, alive: jax.Array, k: int | jax.Array) -> jax.Array:
+    """``alive`` (bool, 1-D) with its ``k`` lowest-scoring alive entries removed: the one
+    ordering rule of every pruning function here. Entries are ranked by (score, position)
+    ascending among the alive ones, so ties remove the earlier position first; dead entries
+    stay dead. ``k`` may be traced; a ``k`` above the number alive removes them all."""
+    n = alive.shape[0]
+    pos = lax.iota(jnp.int32, n)
+    # Sort keys, most significant first: pruned before surviving, then score, then position.
+    # The position key makes the order total, hence ties deterministic.
+    _, _, order = lax.sort((alive.astype(jnp.int32), scores.astype(jnp.float32), pos), num_keys=3)
+    rank = jnp.zeros(n, jnp.int32).at[order].set(pos)
+    return alive & (rank >= (n - jnp.sum(alive, dtype=jnp.int32)) + k)
+
+
 def _prune_pool(scores: list[jax.Array], masks: list[jax.Array], rate: float | None = None,
                 keep: jax.Array | None = None) -> list[jax.Array]:
     """Prune one pool of tensors jointly, by ``rate`` of its survivors or down to ``keep``
@@ -69,12 +83,7 @@ def _prune_pool(scores: list[jax.Array], masks: list[jax.Array], rate: float | N
         k = prune_count(alive, rate)
     else:
         k = jnp.clip(alive - jnp.asarray(keep, jnp.int32), 0, alive)
-    pos = lax.iota(jnp.int32, n)
-    # Sort keys, most significant first: pruned before surviving, then score, then position.
-    # The position key makes the order total, hence ties deterministic.
-    _, _, order = lax.sort((flat_m.astype(jnp.int32), flat_s, pos), num_keys=3)
-    rank = jnp.zeros(n, jnp.int32).at[order].set(pos)
-    new = flat_m & (rank >= (n - alive) + k)
+    new = remove_lowest(flat_s, flat_m, k)
     out, start = [], 0
     for m in masks:
         out.append(new[start : start + m.size].reshape(m.shape))

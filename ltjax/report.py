@@ -44,7 +44,7 @@ def round_table(run: Run) -> str:
     title = (f"{run.path}\n{c.name}: {c.seeds} seed(s) from {c.seed}, {c.strategy}"
              f"{f' to iteration {c.rewind_iteration}' if c.strategy == 'rewind' else ''}, {c.mode} {c.scope} "
              f"pruning, {c.iterations} iterations per round; mean ± std over seeds")
-    groups = [(None, np.ones(c.num_tickets(), bool))] if not c.scores else [
+    groups = [(None, np.ones(c.num_tickets(), bool))] if len(c.scores) == 1 else [
         (name, np.asarray([t == name for t in c.ticket_scores()])) for name in c.scores]
     out = [title]
     for name, sel in groups:

@@ -240,6 +240,65 @@ def _json_default(x):
     raise TypeError(f"not JSON serializable: {type(x)}")
 
 
+PARTS = "parts"
+
+
+def part_path(d: Path, kind: str, key: dict) -> Path:
+    """Where the finished part ``kind`` of a study with settings ``key`` is kept:
+    ``<d>/parts/<kind>-<hash of key>.json``. ``key`` holds everything that decides the part's
+    result (a JSON-able dict), so a part asked for with other settings is another file."""
+    text = json.dumps(key, sort_keys=True, default=_json_default)
+    return d / PARTS / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+
+
+def load_part(d: Path, kind: str, key: dict) -> dict | None:
+    """The result :func:`save_part` kept for ``(kind, key)`` in run directory ``d``, or ``None``
+    when that part is not finished. The file records its key, which must equal ``key``."""
+    path = part_path(d, kind, key)
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError as e:
+        raise CorruptRunError(f"{path} cannot be read ({e}); delete it to recompute that part") from e
+    norm = json.loads(json.dumps(key, sort_keys=True, default=_json_default))
+    if saved.get("kind") != kind or saved.get("key") != norm:
+        raise CorruptRunError(f"{path} holds part {saved.get('kind')!r} with settings {saved.get('key')}, not "
+                              f"{kind!r} with {norm}; delete it to recompute that part")
+    return saved["result"]
+
+
+def save_part(d: Path, kind: str, key: dict, result: dict) -> dict:
+    """Keep ``result`` (JSON-able; arrays become lists) as the finished part ``(kind, key)`` of
+    run directory ``d``, atomically; returns it as :func:`load_part` will (JSON round trip)."""
+    path = part_path(d, kind, key)
+    path.parent.mkdir(exist_ok=True)
+    write_json(path, {"kind": kind, "key": key, "result": result})
+    return json.loads(path.read_text())["result"]
+
+
+def part(d: Path, kind: str, key: dict, compute) -> dict:
+    """The finished part ``(kind, key)`` of ``d``: loaded when kept, else ``compute()``'d and kept."""
+    done = load_part(d, kind, key)
+    return done if done is not None else save_part(d, kind, key, compute())
+
+
+def save_latest(path: Path, tree: PyTree) -> None:
+    """Replace the checkpoint at ``path`` with ``tree`` (a resume point, of which only the newest
+    is kept): ``tree`` is committed to ``path.new`` first, then swapped in, so a kill at any
+    moment leaves the old or the new one; :func:`recover_latest` finishes an interrupted swap."""
+    save_once(path.with_name(path.name + ".new"), tree)
+    recover_latest(path)
+
+
+def recover_latest(path: Path) -> None:
+    """Finish a swap :func:`save_latest` left half done (``path.new`` is complete when it exists)."""
+    new = path.with_name(path.name + ".new")
+    if new.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        new.rename(path)
+
+
 def init_run(config: Config, out, data: str | None = None, model: str | None = None) -> Path:
     """Create (or reopen) the run directory of ``config``; checks a reopened one matches.
 

@@ -53,7 +53,7 @@ from jax import lax
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import models
+from ltjax import models, pruning
 
 PyTree = Any
 TrainFn = Callable[[PyTree, PyTree], PyTree]
@@ -349,16 +349,9 @@ def prune_units(scores: jax.Array, alive: jax.Array, k: int) -> jax.Array:
     alive units (checked when ``alive`` is concrete; under ``jit`` an excess ``k`` removes
     every unit).
     """
-    h = scores.shape[0]
     if not isinstance(alive, jax.core.Tracer) and k > int(np.sum(alive)):
         raise ValueError(f"cannot prune {k} units: only {int(np.sum(alive))} are alive")
-    idx = jnp.arange(h)
-    # Sort keys, most significant first: dead units first (they are skipped), then score,
-    # then index; dead units occupy the first h - alive ranks.
-    _, _, order = jax.lax.sort((alive.astype(jnp.int32), scores.astype(jnp.float32), idx), num_keys=3)
-    rank = jnp.zeros(h, jnp.int32).at[order].set(idx)
-    n_dead = h - jnp.sum(alive, dtype=jnp.int32)
-    return alive & (rank >= n_dead + k)
+    return pruning.remove_lowest(scores, alive, k)  # the weights' own ordering rule, on units
 
 
 def prune_step(params: PyTree, mask: PyTree, heuristic: str, k: int) -> PyTree:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -54,10 +55,15 @@ def test_presets_fields(capsys):
     code, out, _ = _main(capsys, "presets", "--fields")
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and "default" in line}
-    for name in ("prune_rate", "rewind_iteration", "layer_rates", "widths", "iterations", "seeds", "strategy"):
+    for name in ("pruning.prune_rate", "pruning.rewind_iteration", "pruning.layer_rates", "model.widths",
+                 "training.iterations", "study.seeds", "pruning.strategy", "data.name", "controls.networks"):
         assert name in lines, name
-    assert "fraction of surviving weights pruned per round" in lines["prune_rate"]
-    assert "0.2" in lines["prune_rate"]
+    assert "fraction of surviving weights pruned per round" in lines["pruning.prune_rate"]
+    assert "default 0.2" in lines["pruning.prune_rate"] and "(= dataset)" in lines["data.name"]
+    # every field once, in one section
+    shown = [line.split("(= ")[1].split(")")[0] if "(= " in line else key.split(".")[1] for key, line in lines.items()]
+    assert sorted(shown) == sorted(f.name for f in fields(Config))
+    assert "score=NAME sets scores=(NAME,)" in out
 
 
 # -- user errors ------------------------------------------------------------------------------
@@ -243,6 +249,67 @@ def test_replace_validates_what_it_sets():
     # fields that depend on each other change together in one call
     r = c.replace(strategy="rewind", rewind_iteration=500, iterations=1000, eval_every=500)
     assert (r.iterations, r.rewind_iteration) == (1000, 500) and c.iterations != 1000
+
+
+# Run directories are named by these hashes: a change of the configuration's form (sections, one
+# field for the scores) must not rename a run that already exists (recorded before the change).
+PINNED_HASHES = {
+    "conv2_cifar10_lth_snip": "1ef779310c4b", "conv2_fashion_mnist_early": "1321f8513fae",
+    "conv2_fashion_mnist_lth_snip": "4116395d062f", "lenet_mnist_2018": "3962f8357d53",
+    "lenet_mnist_early": "a9057ca427c2", "lenet_mnist_iclr2019": "29e5ea091432", "lenet_mnist_lth_snip": "d1348a125df2",
+    "lenet_mnist_openlth": "494338a3fac9", "resnet18_tiny_imagenet_ltr": "b0d103f6b655",
+    "resnet20_cifar10_early": "af2b04109447", "resnet20_cifar10_ltr": "b1ca11ca6740", "vgg16_cifar10_ltr": "aa1abb295082",
+}
+
+
+def test_run_directory_names_survive_the_config_redesign():
+    assert {n: presets.get(n).hash() for n in PINNED_HASHES} == PINNED_HASHES
+    assert presets.get("lenet_mnist_openlth").replace(scores=("magnitude", "l2")).hash() == "3e57aa229bf5"
+    assert presets.get("lenet_mnist_iclr2019").replace(score="l1").hash() == "15878a4aa1cd"
+    assert presets.get("lenet_mnist_iclr2019").replace(score="snip", mode="at_init").hash() == "a1ef4151b0e2"
+    # a config.json written before score and scores were one field reads back as the same run
+    old = {**presets.get("lenet_mnist_iclr2019").to_dict(), "score": "l1", "scores": []}
+    assert Config.from_dict(old).scores == ("l1",) and Config.from_dict(old).hash() == "15878a4aa1cd"
+    several = {**presets.get("lenet_mnist_openlth").to_dict(), "score": "magnitude", "scores": ["magnitude", "l2"]}
+    assert Config.from_dict(several).hash() == "3e57aa229bf5"
+
+
+def test_sections_are_other_spellings_of_the_same_fields():
+    c = presets.get("lenet_mnist_iclr2019")
+    a = c.with_overrides(["training.lr=0.3", "model.widths=64", "pruning.scores=l1,l2", "data.name=fashion_mnist",
+                          "controls.networks=reinit:2", "study.seeds=3"])
+    b = c.with_overrides(["lr=0.3", "widths=64", "scores=l1,l2", "dataset=fashion_mnist", "controls=reinit:2", "seeds=3"])
+    assert a == b and a.hash() == b.hash() and a.section("training")["lr"] == 0.3
+    assert c.replace(**{"training.lr": 0.3, "model.widths": (64,)}) == c.replace(lr=0.3, widths=(64,))
+    nested = a.nested()
+    assert list(nested) == ["data", "model", "training", "pruning", "controls", "study"]
+    assert nested["data"]["name"] == "fashion_mnist" and nested["controls"]["networks"] == ("reinit:2",)
+    assert Config.from_dict(json.loads(json.dumps(nested))) == a  # the sectioned form of config.json reads back
+    assert c.with_overrides(["score=snip"]).scores == ("snip",) == Config(score="snip").scores
+    with pytest.raises(ConfigError, match=r"unknown key 'lrr' in section 'training' \(did you mean 'lr'\?\)"):
+        c.with_overrides(["training.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"unknown config section 'trainng'.*did you mean 'training'"):
+        c.replace(**{"trainng.lr": 0.1})
+    with pytest.raises(ConfigError, match=r"'training.lr' and 'lr' both set the field 'lr'"):
+        Config.from_dict({"lr": 0.1, "training": {"lr": 0.2}})
+    with pytest.raises(ConfigError, match=r"training.lr='x' is not a valid float"):
+        c.with_overrides(["training.lr=x"])
+
+
+def test_widths_are_required_by_what_the_models_factory_takes():
+    from ltjax import models
+
+    assert Config(model="resnet20", widths=(), dataset="cifar10").widths == ()  # fixed architecture: widths ()
+    with pytest.raises(ConfigError, match="at least one width for model='mlp'"):
+        Config(widths=()).validate()
+    models.register("fixed_test_net", lambda widths=(), **kw: models.mlp((8,), **kw), replace=True)
+    models.register("wide_test_net", lambda widths=(16,), **kw: models.mlp(widths, **kw), replace=True)
+    try:
+        assert Config(model="fixed_test_net", widths=()).validate().model == "fixed_test_net"
+        with pytest.raises(ConfigError, match="at least one width for model='wide_test_net'"):
+            Config(model="wide_test_net", widths=()).validate()
+    finally:
+        models.MODELS.pop("fixed_test_net"), models.MODELS.pop("wide_test_net")
 
 
 def test_config_roundtrip_through_dict():

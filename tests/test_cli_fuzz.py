@@ -24,9 +24,11 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st  # 
 
 from ltjax import cli, lottery, presets, store  # noqa: E402
 from ltjax import data as D  # noqa: E402
-from ltjax.config import Config, ConfigError, _show  # noqa: E402
+from ltjax.config import ALIASES, SECTIONS, Config, ConfigError, _show, field_of  # noqa: E402
 
 FIELDS = [f.name for f in fields(Config)]
+# every other spelling of a field: section.key (the nested config) and the flat aliases (score)
+SPELLINGS = [f"{s}.{k}" for s, keys in SECTIONS.items() for k in keys] + list(ALIASES)
 PRESETS = sorted(presets.PRESETS)
 # An error names a field with its value ("lr=nan is not valid"), a preflight pattern
 # ("exclude names 'zz'") or the data's bound ("validation_size must be in [0, 59999]").
@@ -73,7 +75,8 @@ PLAUSIBLE = {
     "rounds": ["1", "2", "22", "1000", "1001"],
     "seeds": ["1", "2", "8", str(2**32)],
 }
-UNKNOWN_KEYS = ["nosuchkey", "Prune_rate", "prune-rate", "lr ", " seeds", "epochs", "rate", "é", "a=b"]
+UNKNOWN_KEYS = ["nosuchkey", "Prune_rate", "prune-rate", "lr ", " seeds", "epochs", "rate", "é", "a=b", "trainng.lr",
+                "training.lrr", "training.", ".lr", "model.name.x", "pruning.score", "data.dataset"]
 
 texts = st.text(max_size=12)  # unicode, control characters, NUL, commas, colons, '='
 floats = st.floats(allow_nan=True, allow_infinity=True).map(repr)
@@ -88,12 +91,20 @@ pairs = st.lists(
 
 def value_for(key: str):
     generic = [st.sampled_from(NUMBERS), ints, floats, texts, lists, pairs]
-    if key in PLAUSIBLE:  # twice: valid values should be common enough to reach the run
-        return st.one_of(st.sampled_from(PLAUSIBLE[key]), st.sampled_from(PLAUSIBLE[key]), *generic)
+    plausible = PLAUSIBLE.get(key) or PLAUSIBLE.get(_field(key))
+    if plausible:  # twice: valid values should be common enough to reach the run
+        return st.one_of(st.sampled_from(plausible), st.sampled_from(plausible), *generic)
     return st.one_of(*generic)
 
 
-keys = st.one_of(st.sampled_from(FIELDS), st.sampled_from(FIELDS), st.sampled_from(FIELDS),
+def _field(key: str):
+    try:
+        return field_of(key)
+    except ConfigError:
+        return None
+
+
+keys = st.one_of(st.sampled_from(FIELDS), st.sampled_from(FIELDS), st.sampled_from(SPELLINGS),
                  st.sampled_from(UNKNOWN_KEYS), texts)
 
 
@@ -176,8 +187,14 @@ def _check_error_names_problem(err: str, preset: str, sets: list[str]):
         assert repr(preset) in err
     elif "unknown config key" in err:
         # a long key is quoted shortened in the middle, as every user input in an error is
-        assert any(_show(k.partition("=")[0].strip()) in err for k in sets if k not in FIELDS), (sets, err)
+        assert any(_show(k.partition("=")[0].strip()) in err for k in sets if _field(k) is None), (sets, err)
         assert "valid keys: " in err
+    elif "unknown config section" in err:
+        assert any(_show(k.partition(".")[0]) in err for k in sets if _field(k) is None), (sets, err)
+        assert "sections: data, model, training, pruning, controls, study" in err
+    elif "in section" in err:
+        assert any(_show(k.partition(".")[2]) in err for k in sets if _field(k) is None), (sets, err)
+        assert "its keys: " in err
     elif "--set expects key=value" in err:
         pass
     else:
@@ -211,7 +228,7 @@ def test_cli_run_never_tracebacks(capsys, tmp_path, no_training, data):
 
 
 @fuzz(800)
-@given(preset=st.sampled_from(PRESETS), key=st.sampled_from(FIELDS), data=st.data())
+@given(preset=st.sampled_from(PRESETS), key=st.sampled_from(FIELDS + SPELLINGS), data=st.data())
 def test_one_bad_value_is_named(capsys, tmp_path, no_training, preset, key, data):
     """A single ``--set key=value`` on a preset either runs or is rejected naming that key."""
     value = data.draw(value_for(key))
@@ -223,8 +240,8 @@ def test_one_bad_value_is_named(capsys, tmp_path, no_training, preset, key, data
         _check_run(out_dir, no_training, out)
         return
     # xor has 4 training examples: the presets' batch size is what preflight rejects
-    also = {"dataset": ["batch_size"]}.get(key, [])
-    assert any(re.search(rf"\b{k}\b", err) for k in [key, *also]), (key, value, err)
+    also = {"dataset": ["batch_size"]}.get(field_of(key), [])
+    assert any(re.search(rf"\b{re.escape(k)}\b", err) for k in [key, field_of(key), *also]), (key, value, err)
 
 
 other_argv = st.one_of(
@@ -263,9 +280,11 @@ def test_from_dict_gives_config_or_config_error(preset, changes):
         c = Config.from_dict(d)
     except ConfigError as e:
         msg = str(e)
-        assert "unknown config key" in msg or NAMES_A_FIELD.search(msg), msg
+        named = ("unknown config key", "unknown config section", "in section", "both set the field")
+        assert any(n in msg for n in named) or NAMES_A_FIELD.search(msg), msg
         return
     back = Config.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert Config.from_dict(c.nested()) == c  # the sectioned form reads back the same
     assert back == c and back.hash() == c.hash()
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltjax import early, early_study, models
+from ltjax import early, early_study, models, store
 from ltjax import masks as M
 from ltjax.config import Config, ConfigError
 
@@ -241,6 +241,6 @@ def test_gradual_pruning_inside_the_loop_reaches_the_rate_and_only_shrinks(study
     assert np.asarray(back["fc1"]["kernel"]).all() and np.asarray(back["out"]["kernel"]).all()
     # another initial sparsity is another result, not the cached one of s_i = 0 (was: returned stale)
     g5 = early_study.gradual(study, windows=[(1, 3)], steps=4, s_i=0.5, log=_quiet)
-    assert (study.path / "gradual_001_003_n4_si0.5.json").exists()
+    assert store.part_path(study.path, "gradual", {"window": [1, 3], "steps": 4, "s_i": 0.5}).exists()
     assert g5["bits"] != g["bits"] or g5["per_seed"] != g["per_seed"]
     assert early_study.gradual(study, windows=[(1, 3)], steps=4, log=_quiet) == g  # s_i = 0 still cached
