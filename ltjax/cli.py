@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run or resume a lottery-ticket study from a preset", epilog=_ENVIRONMENT,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("preset", help="preset name (see `ltjax presets`)")
+    r.add_argument("preset", help="preset name (see `ltjax presets`), or a study file's Config: "
+                                  "path/to/study.py:NAME or package.module:NAME (your own model, optimizer, loss "
+                                  "or arrays in it)")
     r.add_argument("--seeds", type=int, help="number of tickets (seeds) trained together")
     r.add_argument("--rounds", type=int, help="rounds to run (round 0 is the dense network)")
     r.add_argument("--iterations", type=int, help="training iterations per round")

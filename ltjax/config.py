@@ -32,7 +32,9 @@ NOT_HASHED = ("name", "rounds")
 # them did not rename existing run directories.
 HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",), "early_stop": "min_loss", "patience": 4,
                  "patience_every": 500, "flip_round": 0, "scores": (), "augment": "none",
-                 "partial_reinit_from": "", "partial_reinit_round": 0, "loss": "cross_entropy", "schedule": "step"}
+                 "partial_reinit_from": "", "partial_reinit_round": 0, "loss": "cross_entropy", "schedule": "step",
+                 "sweep": "", "sweep_values": ()}
+SWEEPS = ("lr", "weight_decay", "init_std")  # what sweep may vary per ticket (traced, one program)
 LOSSES = ("cross_entropy",)
 SCHEDULES = ("step", "cosine")
 # Fields that may hold your own object instead of a name (see ltjax.identity): field -> kind
@@ -113,6 +115,10 @@ class Config:
     rounds: int = _f(22, "rounds to run; round 0 trains the dense network")
     seeds: int = _f(1, "number of tickets (seeds seed, seed+1, ...) trained together in one program")
     seed: int = _f(0, "first seed")
+    sweep: str = _f("", "a hyperparameter that varies across the tickets of one compiled program: lr | "
+                        "weight_decay | init_std (\"\": none); each of sweep_values gets seeds x scores tickets, "
+                        "sharing θ0's draws and the data order with the other values")
+    sweep_values: tuple[float, ...] = _f((), "the values of sweep, one set of tickets each, e.g. 0.1,0.05,0.01")
     # controls trained beside the tickets (rounds >= 1)
     controls: tuple[str, ...] = _f((), "networks trained beside each ticket, e.g. reinit:3,shuffle:3 "
                                        "(reinit | shuffle | random | reset | snip | isnip)")
@@ -164,12 +170,24 @@ class Config:
 
     def ticket_scores(self) -> list[str]:
         """The score each ticket is pruned by, in ticket order: ``scores[s]`` for tickets
-        ``s·seeds … s·seeds + seeds - 1`` (seed ``seed + i`` is ticket ``s·seeds + i``)."""
-        return [s for s in self.scores for _ in range(self.seeds)]
+        ``s·seeds … s·seeds + seeds - 1`` (seed ``seed + i`` is ticket ``s·seeds + i``), the
+        block of ``len(scores)·seeds`` tickets repeated for each ``sweep_values`` entry."""
+        return [s for _ in range(self.variants()) for s in self.scores for _ in range(self.seeds)]
+
+    def ticket_sweep(self) -> list[float] | None:
+        """Each ticket's value of ``sweep`` in ticket order (``sweep_values[v]`` for the v-th
+        block of ``len(scores)·seeds`` tickets), or ``None`` without a sweep."""
+        if not self.sweep:
+            return None
+        return [v for v in self.sweep_values for _ in range(len(self.scores) * self.seeds)]
+
+    def variants(self) -> int:
+        """Sets of ``seeds × scores`` tickets: one per ``sweep_values`` entry (1 without a sweep)."""
+        return max(1, len(self.sweep_values))
 
     def num_tickets(self) -> int:
-        """Tickets trained together: ``seeds`` × the number of scores."""
-        return self.seeds * len(self.scores)
+        """Tickets trained together: ``seeds`` × the number of scores × the number of sweep values."""
+        return self.seeds * len(self.scores) * self.variants()
 
     def rewind_step(self) -> int:
         """Iteration the tickets of rounds ≥ 1 start from (0 for reset)."""
@@ -310,6 +328,30 @@ class Config:
               "0 (no flip) or a round ≥ 2 (the complement of round r-1's mask; round 0's is dense)")
         self._check("flip_round", self.flip_round == 0 or self.mode == "iterative",
               "0 unless mode=iterative (the flipped mask is pruned further round by round)")
+        self._validate_sweep()
+
+    def _validate_sweep(self) -> None:
+        """A sweep's name, values and what it needs of the rest."""
+        if self.sweep == "":
+            self._check("sweep_values", not self.sweep_values, "empty unless sweep names what they are values of")
+            return
+        self._choice("sweep", SWEEPS)
+        self._check("sweep_values", len(self.sweep_values) >= 2 and len(set(self.sweep_values)) == len(self.sweep_values),
+                    f"at least two distinct values of sweep={self.sweep!r}")
+        self._check("sweep_values", all(v > 0 for v in self.sweep_values) if self.sweep != "weight_decay"
+                    else all(v >= 0 for v in self.sweep_values), "> 0 each" if self.sweep != "weight_decay" else "≥ 0 each")
+        if self.sweep == "lr":
+            self._check("sweep", isinstance(self.schedule, str) and self.schedule == "step",
+                        "lr only with schedule=step (the swept lr is the peak of the step schedule; cosine and "
+                        "your own schedule are built from one lr)")
+        if self.sweep == "weight_decay":
+            self._check("sweep", isinstance(self.optimizer, str),
+                        "weight_decay only with a named optimizer (it is their L2 term; put yours in your optimizer)")
+        if self.sweep == "init_std":
+            self._check("sweep", self.init == "trunc_normal" and self.init_std == 1.0 and isinstance(self.model, str),
+                        "init_std with a named model built with init=trunc_normal and init_std=1 (each ticket's "
+                        "unit draws are scaled by its std)")
+            self._check("sweep", not self.partial_reinit_from, "not init_std beside partial_reinit_from")
 
     def _validate_training(self) -> None:
         """The run's name, data, model and training ranges."""
@@ -402,7 +444,7 @@ SECTIONS = {
                                "layer_rates", "exclude", "flip_round")},
     "controls": {"networks": "controls", "shuffle_layers": "shuffle_layers",
                  "partial_reinit_from": "partial_reinit_from", "partial_reinit_round": "partial_reinit_round"},
-    "study": {k: k for k in ("name", "rounds", "seeds", "seed")},
+    "study": {k: k for k in ("name", "rounds", "seeds", "seed", "sweep", "sweep_values")},
 }
 ALIASES = {"score": "scores"}  # flat keys that are not fields: score=NAME is scores=(NAME,)
 

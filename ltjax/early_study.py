@@ -196,6 +196,9 @@ def _check_settings(config: Config, model, probe: PyTree, rate: float, exclude, 
     """The baseline's pruning settings checked before any training; returns ``exclude`` resolved."""
     if not 0 < rate < 1:
         raise ConfigError(f"rate={rate!r} is not valid: the fraction of weights pruned, in (0, 1)")
+    if config.sweep:
+        raise ConfigError(f"sweep={config.sweep!r} is not valid for an early-ticket study, which trains one network "
+                          f"per seed; run one study per value (sweeps are lottery.run's)")
     names = M.layer_names(M.make_mask(probe, model.is_prunable))
     if exclude is None:
         exclude = tuple(config.exclude) or early.first_and_last(names)

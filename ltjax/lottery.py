@@ -75,9 +75,10 @@ def seed_keys(config: Config) -> tuple[jax.Array, jax.Array]:
 
 def ticket_keys(config: Config) -> tuple[jax.Array, jax.Array]:
     """Per-ticket (init key, data-order key); ticket ``s·seeds + i`` uses seed ``config.seed + i``
-    (with several ``scores``, the tickets of one seed share θ0 and data order)."""
+    (with several ``scores`` or ``sweep_values``, the tickets of one seed share θ0's draws and
+    the data order)."""
     init, order = seed_keys(config)
-    reps = len(config.scores)
+    reps = len(config.scores) * config.variants()
     return jnp.tile(init, (reps, 1)), jnp.tile(order, (reps, 1))
 
 
@@ -276,13 +277,15 @@ def _adopt_parent_rounds(config: Config, out, d: Path, log: Callable[[str], None
 
 
 def common_mask(config: Config, masks: PyTree) -> PyTree:
-    """Per ticket, the weights kept by every ticket of its seed (all of a study's scores):
-    the "overlapping connections" of one initialization's tickets."""
-    n_scores = len(config.scores)
-    per_score = jax.tree.map(lambda a: None if a is None else a.reshape(n_scores, config.seeds, *a.shape[1:]),
-                             masks, is_leaf=lambda x: x is None)
-    return jax.tree.map(lambda a: None if a is None else jnp.tile(jnp.all(a, axis=0), (n_scores,) + (1,) * (a.ndim - 2)),
-                        per_score, is_leaf=lambda x: x is None)
+    """Per ticket, the weights kept by every ticket of its seed (all of a study's scores, within
+    its sweep value): the "overlapping connections" of one initialization's tickets."""
+    V, S, n = config.variants(), len(config.scores), config.seeds
+
+    def common(a):
+        per = a.reshape(V, S, n, *a.shape[1:]).all(axis=1, keepdims=True)
+        return jnp.broadcast_to(per, (V, S, n, *a.shape[1:])).reshape(a.shape)
+
+    return jax.tree.map(lambda a: None if a is None else common(a), masks, is_leaf=lambda x: x is None)
 
 
 def _partial_reinit_source(config: Config) -> store.Run:
@@ -292,10 +295,10 @@ def _partial_reinit_source(config: Config) -> store.Run:
     except (OSError, ValueError) as e:
         raise ConfigError(f"partial_reinit_from={config.partial_reinit_from!r} is not a readable ltjax run "
                           f"directory ({e})") from None
-    if src.config.seeds != config.seeds or tuple(src.config.scores) != tuple(config.scores):
-        raise ConfigError(f"partial_reinit_from={config.partial_reinit_from!r} has seeds={src.config.seeds}, "
-                          f"scores={list(src.config.scores)}; this study needs the same (seeds={config.seeds}, "
-                          f"scores={list(config.scores)})")
+    layout = lambda c: (c.seeds, list(c.scores), c.sweep, list(c.sweep_values))  # noqa: E731
+    if layout(src.config) != layout(config):
+        raise ConfigError(f"partial_reinit_from={config.partial_reinit_from!r} has (seeds, scores, sweep, sweep_values)"
+                          f" = {layout(src.config)}; this study needs the same tickets: {layout(config)}")
     if config.partial_reinit_round >= len(src.rounds):
         raise ConfigError(f"partial_reinit_round={config.partial_reinit_round} is not valid: {src.path} has "
                           f"completed rounds 0..{len(src.rounds) - 1}")
@@ -340,6 +343,7 @@ class _Study(NamedTuple):
     mesh: Any
     stop: dict
     passes: Callable[[int], int]  # training passes of n tickets (chunks)
+    hyper: dict | None  # per-ticket lr / weight_decay of a sweep (see Config.sweep), else None
 
 
 def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress, ticket_chunk, states) -> _Study:
@@ -350,7 +354,7 @@ def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress
     if (d / "theta0").exists():
         theta0 = shard_tickets(store.load_once(d / "theta0"), mesh)
     else:
-        theta0 = jax.jit(jax.vmap(model.init))(init_keys)
+        theta0 = init_theta0(config, model, init_keys)
         if config.partial_reinit_from:
             theta0 = partial_reinit_theta0(config, model, init_keys)
         theta0 = shard_tickets(theta0, mesh)
@@ -375,7 +379,18 @@ def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress
     trainer = make_trainer(model, config.train_spec(), ds.mean, ds.std, progress=bar if bar.enabled else None,
                            ticket_chunk=ticket_chunk, mesh=mesh)
     passes = lambda n: -(-n // ticket_chunk) if ticket_chunk else 1  # noqa: E731
-    return _Study(ctx, trainer, bar, mesh, early_stop_spec(config, "val" if len(ds.x_val) else "test"), passes)
+    hyper = ({config.sweep: shard_tickets(jnp.asarray(config.ticket_sweep(), jnp.float32), mesh)}
+             if config.sweep in ("lr", "weight_decay") else None)
+    return _Study(ctx, trainer, bar, mesh, early_stop_spec(config, "val" if len(ds.x_val) else "test"), passes, hyper)
+
+
+def init_theta0(config: Config, model: models.Model, init_keys: jax.Array) -> PyTree:
+    """θ0 of every ticket: ``model.init`` of its key, or with ``sweep=init_std`` the same unit
+    draws scaled to the ticket's std (:func:`ltjax.models.init_with_std`), all in one program."""
+    if config.sweep != "init_std":
+        return jax.jit(jax.vmap(model.init))(init_keys)
+    stds = jnp.asarray(config.ticket_sweep(), jnp.float32)
+    return jax.jit(jax.vmap(lambda k, s: models.init_with_std(model, k, s)))(init_keys, stds)
 
 
 def _theta_k_step(config: Config) -> int:
@@ -390,26 +405,27 @@ def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
     c_k = None
     if ctx.theta_k is None:  # only when rewinding to k > 0 and theta_k is not on disk yet
         st.bar.start(f"theta_k (iteration {k})", k, passes=st.passes(T))
-        theta_k, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k)
+        theta_k, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k, hyper=st.hyper)
         st.bar.close()
         store.save_once(d / "theta_k", theta_k)
         ctx = ctx._replace(theta_k=theta_k)
     if r == 0 and k > 0:  # round 0 continues from θk; if θk came from disk, redo its curves
         if c_k is None:
-            _, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k)
+            _, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k, hyper=st.hyper)
         st.bar.start("round 0", iters - k, passes=st.passes(T))
-        params, c2 = st.trainer(ctx.theta_k, mask, ctx.data_keys, ctx.data, k, iters - k)
+        params, c2 = st.trainer(ctx.theta_k, mask, ctx.data_keys, ctx.data, k, iters - k, hyper=st.hyper)
         return params, jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2), None, ctx
     source = _round_source(ctx, r)
     start, begin = _apply_mask(source, mask), rounds.start_step(ctx.config, r)
-    p_in, m_in, k_in, labels = start, mask, ctx.data_keys, []
+    p_in, m_in, k_in, h_in, labels = start, mask, ctx.data_keys, st.hyper, []
     if r > 0 and ctx.config.controls:  # controls train in the tickets' program, on their data order
         c_start, c_mask, labels = rounds.control_starts(ctx, r, start, mask, source)
         p_in, m_in = rounds.concat(start, c_start), rounds.concat(mask, c_mask)
         k_in = jnp.concatenate([ctx.data_keys] * (len(labels) + 1))
+        h_in = None if st.hyper is None else {n: jnp.concatenate([v] * (len(labels) + 1)) for n, v in st.hyper.items()}
     st.bar.start(f"round {r}", iters - begin, passes=st.passes(len(k_in)))
     params, curves = st.trainer(*(shard_tickets(a, st.mesh) for a in (p_in, m_in, k_in)), ctx.data, begin,
-                                iters - begin)
+                                iters - begin, hyper=None if h_in is None else shard_tickets(h_in, st.mesh))
     if not labels:
         return params, curves, None, ctx
     head, tail = (lambda t: jax.tree.map(lambda a: a[:T], t)), (lambda t: jax.tree.map(lambda a: a[T:], t))
@@ -437,6 +453,8 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         metrics = round_metrics(r, mask, params, curves, st.stop, time.perf_counter() - t0, frozen)
         if len(config.scores) > 1:
             metrics["ticket_score"] = config.ticket_scores()
+        if config.sweep:
+            metrics["ticket_" + config.sweep] = config.ticket_sweep()
         if c_metrics is not None:
             metrics["controls"] = c_metrics
         if flip and r >= flip:

@@ -6,6 +6,13 @@ of the *surviving* weights removed per round (sparsity steps), not densities.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+from ltjax import registry
 from ltjax.config import Config, ConfigError, did_you_mean
 
 PRESETS: dict[str, tuple[Config, str]] = {
@@ -163,12 +170,74 @@ PRESETS: dict[str, tuple[Config, str]] = {
 }
 
 
+def register(name: str, config: Config, description: str = "", *, replace: bool = False) -> None:
+    """Make ``config`` (which may hold your own model, optimizer, loss or arrays) the preset
+    ``name`` of this process: ``presets.get(name)``, and ``ltjax run name`` where the process
+    registered it. A name already taken raises unless ``replace``. A study file the command line
+    can name needs no registration: see :func:`get` (``file.py:NAME``)."""
+    if not isinstance(config, Config):
+        raise TypeError(f"preset {name!r} needs an ltjax Config, got {type(config).__name__}")
+    registry.add(PRESETS, "preset", name, (config.validate(), description or f"your own preset {name!r}"), replace,
+                 "a Config", of_type=tuple)
+
+
 def get(name: str) -> Config:
-    """A preset by name; an unknown name raises with the valid choices."""
+    """A preset by name, or the Config a Python file or module defines: ``path/to/study.py:NAME``
+    or ``package.module:NAME`` (``NAME`` a Config, or a function of no arguments returning one).
+    Importing the file runs it, so the study it describes may use your own Flax module, optax
+    optimizer, loss and arrays (and register models or scores) with nothing installed. An
+    unknown name raises with the valid choices."""
+    if ":" in name:
+        return _from_source(name)
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
-                          f"valid presets: {', '.join(sorted(PRESETS))}")
+        raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; valid presets: "
+                          f"{', '.join(sorted(PRESETS))} (or a study file: path/to/study.py:NAME)")
     return PRESETS[name][0]
+
+
+def _from_source(spec: str) -> Config:
+    """The Config ``source:NAME`` names (see :func:`get`)."""
+    source, _, attr = spec.rpartition(":")
+    if not source or not attr.isidentifier():
+        raise ConfigError(f"preset {spec!r} is not valid: a study file is named path/to/study.py:NAME or "
+                          f"package.module:NAME, NAME being the Config it defines")
+    try:
+        if source.endswith(".py"):
+            path = Path(source).resolve()
+            if not path.is_file():
+                raise ConfigError(f"preset {spec!r}: there is no file {source!r}")
+            mod_spec = importlib.util.spec_from_file_location(f"ltjax_study_{path.stem}", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.path.insert(0, str(path.parent))  # the study's own imports beside it
+            try:
+                mod_spec.loader.exec_module(module)
+            finally:
+                sys.path.remove(str(path.parent))
+        else:
+            module = importlib.import_module(source)
+    except ConfigError:
+        raise
+    except (ImportError, ValueError, TypeError) as e:  # no such module, or not a module name at all
+        raise ConfigError(f"preset {spec!r}: cannot import {source!r} ({type(e).__name__}: {e})") from e
+    if not hasattr(module, attr):
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, Config))
+        raise ConfigError(f"preset {spec!r}: {source} defines no {attr!r}{did_you_mean(attr, found)}; "
+                          f"the Configs it defines: {', '.join(found) or 'none'}")
+    config = getattr(module, attr)
+    if callable(config) and not isinstance(config, Config) and _takes_no_arguments(config):
+        config = config()
+    if not isinstance(config, Config):
+        raise ConfigError(f"preset {spec!r}: {attr} is a {type(config).__name__}, not an ltjax Config "
+                          f"(or a function of no arguments returning one)")
+    return config.validate()
+
+
+def _takes_no_arguments(fn) -> bool:
+    try:
+        return not any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                       for p in inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
 
 
 def describe(name: str) -> str:

@@ -77,7 +77,6 @@ def _prune_pool(scores: list[jax.Array], masks: list[jax.Array], rate: float | N
     survivors; returns the new masks in the same shapes."""
     flat_s = jnp.concatenate([s.reshape(-1).astype(jnp.float32) for s in scores])
     flat_m = jnp.concatenate([m.reshape(-1) for m in masks])
-    n = flat_m.shape[0]
     alive = jnp.sum(flat_m, dtype=jnp.int32)
     if keep is None:
         k = prune_count(alive, rate)

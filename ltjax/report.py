@@ -22,6 +22,21 @@ def _ms(a, ok, scale=1.0, digits=2) -> str:
     return f"{a.mean():.{digits}f} ± {a.std():.{digits}f}" if a.size else "diverged"
 
 
+def ticket_groups(c) -> list[tuple[str | None, np.ndarray]]:
+    """``(label, which tickets)`` of a study's kinds of ticket: one per score and sweep value
+    (``"score l1, lr=0.1"``), or a single ``(None, all)`` when all tickets are alike."""
+    keys = list(zip(c.ticket_scores(), c.ticket_sweep() or [None] * c.num_tickets()))
+    kinds = list(dict.fromkeys(keys))
+    if len(kinds) == 1:
+        return [(None, np.ones(c.num_tickets(), bool))]
+
+    def label(score, value):
+        parts = [f"score {score}"] if len(c.scores) > 1 else []
+        return ", ".join(parts + ([f"{c.sweep}={value:g}"] if value is not None else []))
+
+    return [(label(*k), np.asarray([t == k for t in keys])) for k in kinds]
+
+
 def round_table(run: Run) -> str:
     """One line per completed round.
 
@@ -44,12 +59,10 @@ def round_table(run: Run) -> str:
     title = (f"{run.path}\n{c.name}: {c.seeds} seed(s) from {c.seed}, {c.strategy}"
              f"{f' to iteration {c.rewind_iteration}' if c.strategy == 'rewind' else ''}, {c.mode} {c.scope} "
              f"pruning, {c.iterations} iterations per round; mean ± std over seeds")
-    groups = [(None, np.ones(c.num_tickets(), bool))] if len(c.scores) == 1 else [
-        (name, np.asarray([t == name for t in c.ticket_scores()])) for name in c.scores]
     out = [title]
-    for name, sel in groups:
+    for name, sel in ticket_groups(c):
         if name is not None:
-            out.append(f"\nscore {name} ({int(sel.sum())} tickets):")
+            out.append(f"\n{name} ({int(sel.sum())} tickets):")
         out += _align(head, _rows(run, layers, on, any_diverged, sel))
     if c.controls:
         out += ["", "controls (same mask density, trained in the same program): "

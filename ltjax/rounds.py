@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltjax import controls, pruning, registry, scores, snip
+from ltjax import controls, models, pruning, registry, scores, snip
 from ltjax import masks as M
 from ltjax.data.order import batch_indices
 
@@ -302,6 +302,10 @@ def _snipper(loss_fn: Callable, exclude: tuple[str, ...]) -> Callable:
 
 
 def _reinit(ctx, keys, start, mask, source, copy):
+    if ctx.config.sweep == "init_std":  # each ticket's own std
+        stds = jnp.asarray(ctx.config.ticket_sweep(), jnp.float32)
+        init = lambda k, m, s: controls.reinit(k, lambda kk: models.init_with_std(ctx.model, kk, s), m)  # noqa: E731
+        return jax.jit(jax.vmap(init))(keys, mask, stds), mask
     return jax.jit(jax.vmap(lambda k, m: controls.reinit(k, ctx.model.init, m)))(keys, mask), mask
 
 

@@ -196,3 +196,62 @@ def test_from_arrays_splits_scales_and_checks():
         D.from_arrays({**ARRAYS, "y_train": ARRAYS["y_train"].astype(np.float32)})
     with pytest.raises(ValueError, match="x_test has 256 examples but y_test has 255"):
         D.from_arrays({**ARRAYS, "y_test": ARRAYS["y_test"][:-1]})
+
+
+STUDY_FILE = '''
+import flax.linen as nn
+import optax
+from ltjax import data as D
+from ltjax.config import Config
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(16, name="fc1")(x.reshape((x.shape[0], -1))))
+        return nn.Dense(10, name="out")(x)
+
+
+def adamw(lr):
+    return optax.adamw(lr, weight_decay=1e-4)
+
+
+STUDY = Config(name="cli_study", dataset=D.synthetic_arrays("mnist"), validation_size=200, model=Net(),
+               optimizer=adamw, lr=2e-3, batch_size=32, iterations=20, eval_every=10, rounds=2, prune_rate=0.5)
+'''
+
+
+def test_the_command_line_runs_a_study_file_with_your_own_objects(tmp_path, capsys):
+    from ltjax import cli, presets
+
+    (tmp_path / "my_study.py").write_text(STUDY_FILE)
+    spec = f"{tmp_path / 'my_study.py'}:STUDY"
+    code = cli.main(["run", spec, "--out", str(tmp_path / "runs"), "--no-progress", "--set", "training.lr=1e-3"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (d,) = list((tmp_path / "runs").iterdir())
+    run = load_run(d)
+    assert len(run.rounds) == 2 and run.config.lr == 1e-3 and run.config.model.description["type"].endswith("Net")
+    assert run.config.optimizer.description["type"].endswith("adamw") and "density %" in out
+    # the same Config from Python is the same run (nothing retrained), and a module path names it too
+    assert presets.get(spec).replace(lr=1e-3).hash() == run.config.hash()
+    for bad, expect in ((f"{tmp_path / 'nope.py'}:STUDY", "there is no file"),
+                        (f"{tmp_path / 'my_study.py'}:STUDDY", "defines no 'STUDDY' (did you mean 'STUDY'?)"),
+                        (f"{tmp_path / 'my_study.py'}:adamw", "not an ltjax Config"),
+                        ("no_such_module_xyz:STUDY", "cannot import 'no_such_module_xyz'")):
+        assert cli.main(["run", bad, "--out", str(tmp_path / "runs")]) == 2
+        assert expect in capsys.readouterr().err, bad
+
+
+def test_a_registered_preset_holds_your_objects(tmp_path):
+    from ltjax import presets
+
+    presets.register("my_byo_test", _config(rounds=1, seeds=1), "a test preset")
+    try:
+        assert presets.get("my_byo_test").model == Net() and presets.describe("my_byo_test") == "a test preset"
+        with pytest.raises(ValueError, match="already registered"):
+            presets.register("my_byo_test", _config())
+        with pytest.raises(TypeError, match="needs an ltjax Config"):
+            presets.register("other_byo_test", {"lr": 0.1})
+    finally:
+        presets.PRESETS.pop("my_byo_test")

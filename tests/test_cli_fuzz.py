@@ -74,6 +74,8 @@ PLAUSIBLE = {
     "batch_size": ["1", "60", "128", "54999", "55000", "60000"],
     "rounds": ["1", "2", "22", "1000", "1001"],
     "seeds": ["1", "2", "8", str(2**32)],
+    "sweep": ["lr", "weight_decay", "init_std", "momentum", ""],
+    "sweep_values": ["0.1,0.01", "0.1", "0,0.01", "0.1,0.1", "-1,1", ""],
 }
 UNKNOWN_KEYS = ["nosuchkey", "Prune_rate", "prune-rate", "lr ", " seeds", "epochs", "rate", "é", "a=b", "trainng.lr",
                 "training.lrr", "training.", ".lr", "model.name.x", "pruning.score", "data.dataset"]
@@ -183,7 +185,7 @@ def _outcome(capsys, argv):
 
 
 def _check_error_names_problem(err: str, preset: str, sets: list[str]):
-    if "unknown preset" in err:
+    if "unknown preset" in err or err.startswith(f"ltjax: error: preset {preset!r}"):  # a name, or file:NAME
         assert repr(preset) in err
     elif "unknown config key" in err:
         # a long key is quoted shortened in the middle, as every user input in an error is

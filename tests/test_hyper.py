@@ -85,3 +85,73 @@ def test_an_init_std_sweep_in_one_program_equals_each_std_built_alone():
             np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b)[i])
     with pytest.raises(ValueError, match="trunc_normal.*init_std=1"):
         models.init_with_std(MODEL, keys[0], 0.1)
+
+
+# -- a sweep as a study: Config.sweep through lottery.run -------------------------------------
+
+def _study(tmp_path, name, **kw):
+    from ltjax import lottery, presets
+
+    cfg = presets.get("lenet_mnist_2018").replace(widths=(64,), iterations=200, eval_every=100, rounds=2, **kw)
+    return lottery.run(cfg, tmp_path / name, progress=False, log=lambda s: None)
+
+
+def _layer_counts(mask):
+    return {k: np.asarray(v["kernel"]).reshape(len(v["kernel"]), -1).sum(1) for k, v in mask.items()}
+
+
+def test_an_lr_sweep_study_is_one_program_that_agrees_with_a_run_per_value(tmp_path):
+    """Three learning rates, one ticket each (seed 0: the same θ0 and data order), in one
+    program, against three one-ticket runs. The programs differ in shape (3 tickets vmapped
+    vs 1), which may round float32 matmuls differently on some CPUs, so weights and accuracies
+    are compared to a tolerance (200 SGD steps amplify last-bit differences to ~1e-5 in the
+    weights; accuracies within 0.3 points), masks to 0.1% of their positions (a near-tie at
+    the pruning threshold may swap), and what is exact is exact: θ0, the counts kept per layer."""
+    from ltjax import report
+
+    values = (0.2, 0.05, 0.01)
+    sweep = _study(tmp_path, "sweep", sweep="lr", sweep_values=values)
+    assert sweep.theta0["fc1"]["kernel"].shape[0] == 3
+    np.testing.assert_array_equal(sweep.rounds[1].metrics["ticket_lr"], values)
+    table = report.round_table(sweep)
+    assert all(f"lr={v:g} (1 tickets):" in table for v in values)
+    finals = []
+    for i, v in enumerate(values):
+        alone = _study(tmp_path, f"lr{v}", lr=v)
+        np.testing.assert_array_equal(sweep.theta0["fc1"]["kernel"][i], alone.theta0["fc1"]["kernel"][0])
+        for r in (0, 1):
+            a, b = sweep.rounds[r], alone.rounds[r]
+            for layer, n in _layer_counts(a.mask).items():
+                assert n[i] == _layer_counts(b.mask)[layer][0], (v, r, layer)
+            differ = sum(int(np.sum(np.asarray(a.mask[k]["kernel"][i]) != np.asarray(b.mask[k]["kernel"][0])))
+                         for k in a.mask)
+            assert differ <= 1e-3 * sum(np.asarray(b.mask[k]["kernel"]).size for k in a.mask), (v, r, differ)
+            np.testing.assert_allclose(a.params["fc1"]["kernel"][i], b.params["fc1"]["kernel"][0], atol=1e-4)
+            assert abs(a.metrics["final_test_acc"][i] - b.metrics["final_test_acc"][0]) <= 3e-3
+        finals.append(float(alone.rounds[0].metrics["final_test_acc"][0]))
+    assert len(set(finals)) == 3  # three different trainings
+
+
+def test_an_init_std_sweep_study_draws_each_tickets_theta0_at_its_std(tmp_path):
+    stds = (0.05, 0.2)
+    sweep = _study(tmp_path, "std", init_std=1.0, sweep="init_std", sweep_values=stds, seeds=2,
+                   controls=("reinit",))
+    for j, s in enumerate(stds):
+        alone = _study(tmp_path, f"std{s}", init_std=s, seeds=2)  # the same draws, built at std s
+        for a, b in zip(jax.tree.leaves(sweep.theta0), jax.tree.leaves(alone.theta0)):
+            np.testing.assert_array_equal(np.asarray(a)[2 * j:2 * j + 2], np.asarray(b))
+    # the reinit control redraws at the ticket's own std, not the model's unit std
+    assert np.asarray(sweep.rounds[1].metrics["controls"]["reinit"]["final_test_acc"]).shape == (1, 4)
+    k = np.asarray(sweep.theta0["fc1"]["kernel"])
+    assert 0.03 < k[:2].std() < 0.06 and 0.14 < k[2:].std() < 0.2
+
+
+def test_a_sweep_from_the_command_line(tmp_path, capsys):
+    from ltjax import cli
+
+    code = cli.main(["run", "lenet_mnist_2018", "--rounds", "1", "--iterations", "100", "--set", "eval_every=100",
+                     "--set", "model.widths=16", "--set", "study.sweep=weight_decay",
+                     "--set", "study.sweep_values=0,0.01", "--out", str(tmp_path), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "weight_decay=0 (1 tickets):" in out and "weight_decay=0.01 (1 tickets):" in out

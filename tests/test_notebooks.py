@@ -30,7 +30,7 @@ def test_notebook_runs_in_a_kernel_at_ci_size(notebook, tmp_path):
     """In a real IPython kernel (nbclient), as Colab runs it; its figures and tables are outputs."""
     env = dict(os.environ)
     if notebook.stem.startswith("06"):  # several devices, so the sharding cells shard something
-        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     r = subprocess.run([sys.executable, str(RUNNER), str(notebook), "--size", "ci", "--out",
                         str(tmp_path / "runs"), "--executed", str(tmp_path / "executed")],
                        cwd=tmp_path, env=env, capture_output=True, text=True)
