@@ -50,7 +50,7 @@ def _tiny_study(n: int, data_seed: int, key_seed: int):
     y = rng.integers(0, 10, n).astype(np.int32)
     ds = Dataset("t", x, y, x[:0], y[:0], x[:16], y[:16], (0.5,) * 3, (0.25,) * 3, 10)
     keys = jax.random.split(jax.random.PRNGKey(key_seed), 2)
-    params = jax.vmap(m.init)(keys)
+    params = jax.jit(jax.vmap(m.init))(keys)
     return m, ds, keys, params, jax.vmap(lambda p: M.make_mask(p, m.is_prunable))(params)
 
 
@@ -72,7 +72,8 @@ def test_batch_stats_are_state_not_weights():
 
 def test_trainer_updates_running_stats_and_keeps_pruned_weights_zero():
     m, ds, keys, params, mask = _tiny_study(96, data_seed=0, key_seed=0)
-    mask = jax.tree.map(lambda a: None if a is None else a & (jax.random.uniform(jax.random.PRNGKey(1), a.shape) > 0.5),
+    rng = np.random.default_rng(1)  # a random half of each layer (drawn on the host: nothing to compile)
+    mask = jax.tree.map(lambda a: None if a is None else a & jnp.asarray(rng.random(a.shape) > 0.5),
                         mask, is_leaf=lambda v: v is None)
     spec = TrainSpec(optimizer="momentum", lr=0.05, weight_decay=1e-4, batch_size=16, eval_every=6, augment="cifar")
     out, curves = make_trainer(m, spec, ds.mean, ds.std)(params, mask, keys, device_data(ds), 0, 12)

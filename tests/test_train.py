@@ -30,7 +30,7 @@ MODEL = models.mlp((32, 16), input_shape=(8, 8, 1), init="glorot_normal")
 
 def _tickets(T, seed=0, density=0.5):
     keys = jax.random.split(jax.random.PRNGKey(seed), T)
-    params = jax.vmap(MODEL.init)(keys)
+    params = jax.jit(jax.vmap(MODEL.init))(keys)
     mask = jax.vmap(lambda p: M.make_mask(p, MODEL.is_prunable))(params)
     rnd = jax.tree.map(
         lambda m, k: None if m is None else jax.random.uniform(k, m.shape) < density,
@@ -195,7 +195,7 @@ ds = D.load("synthetic_mnist", validation_size=64)
 model = models.mlp((32,), init="glorot_normal")
 spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=16, eval_every=20)
 keys = jax.random.split(jax.random.PRNGKey(0), 7)  # 7 tickets: padded to 8, 2 per device
-params = jax.vmap(model.init)(keys)
+params = jax.jit(jax.vmap(model.init))(keys)
 mask = jax.vmap(lambda p: masks.make_mask(p, model.is_prunable))(params)
 mask = jax.tree.map(lambda m, k: jax.random.uniform(k, m.shape) < 0.5, mask,  # half pruned, per ticket
                     {n: {"kernel": jax.random.PRNGKey(i), "bias": None} for i, n in enumerate(mask)})
