@@ -230,13 +230,13 @@ class Config:
         if name not in SECTIONS:
             raise ConfigError(f"unknown config section {_show(name)}{did_you_mean(name, SECTIONS)}; "
                               f"sections: {', '.join(SECTIONS)}")
-        flat = self.to_dict()
-        return {key: flat[f] for key, f in SECTIONS[name].items()}
+        return self.nested()[name]
 
     def nested(self) -> dict:
         """The configuration by section: ``{"data": {"name": "mnist", ...}, "model": {...}, "training":
         {...}, "pruning": {...}, "controls": {...}, "study": {...}}``; :meth:`from_dict` reads it back."""
-        return {name: self.section(name) for name in SECTIONS}
+        flat = self.to_dict()
+        return {name: {key: flat[f] for key, f in keys.items()} for name, keys in SECTIONS.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
@@ -338,8 +338,9 @@ class Config:
         self._choice("sweep", SWEEPS)
         self._check("sweep_values", len(self.sweep_values) >= 2 and len(set(self.sweep_values)) == len(self.sweep_values),
                     f"at least two distinct values of sweep={self.sweep!r}")
-        self._check("sweep_values", all(v > 0 for v in self.sweep_values) if self.sweep != "weight_decay"
-                    else all(v >= 0 for v in self.sweep_values), "> 0 each" if self.sweep != "weight_decay" else "≥ 0 each")
+        zero_ok = self.sweep == "weight_decay"
+        self._check("sweep_values", all(v >= 0 if zero_ok else v > 0 for v in self.sweep_values),
+                    "≥ 0 each" if zero_ok else "> 0 each")
         if self.sweep == "lr":
             self._check("sweep", isinstance(self.schedule, str) and self.schedule == "step",
                         "lr only with schedule=step (the swept lr is the peak of the step schedule; cosine and "
