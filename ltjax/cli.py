@@ -39,6 +39,17 @@ def _ticket_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _seconds(text: str) -> float:
+    """argparse type of ``bench --budget``: a positive number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be a positive number of seconds like 120")
+    return v
+
+
 def _message(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror and e.filename is not None:
         return f"{e.strerror}: {e.filename}"  # not "[Errno 20] Not a directory: '...'"
@@ -118,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--models", default=None, metavar="NAME,...",
                    help="with --suite: lenet300_100, conv2, resnet20 (default all)")
     b.add_argument("--out", default="bench", help="with --suite: folder for bench.json and bench.md")
+    b.add_argument("--budget", type=_seconds, default=None, metavar="SECONDS",
+                   help="with --suite: seconds per model after which larger T are not started (default: no bound)")
+    b.add_argument("--no-torch", action="store_true", help="with --suite: do not time the PyTorch loop")
     b.add_argument("--breakdown", action="store_true",
                    help="also split one full round of lenet_mnist_openlth into data, compile, training, evaluation "
                         "and checkpoints (needs MNIST)")
@@ -215,7 +229,7 @@ def _cmd_bench(a) -> None:
         from ltjax import bench_suite
 
         names = tuple(n.strip() for n in a.models.split(",")) if a.models else tuple(bench_suite.MODELS)
-        bench_suite.suite(tickets=a.tickets, names=names, out=a.out)
+        bench_suite.suite(tickets=a.tickets, names=names, out=a.out, budget_s=a.budget, torch=not a.no_torch)
         print(f"wrote {a.out}/bench.json and {a.out}/bench.md")
         return
 

@@ -405,3 +405,38 @@ def test_bench_suite_writes_json_and_a_table(tmp_path, capsys):
     assert "| 2 |" in table and "ticket-steps/s" in table and "lenet300_100, batch 60" in table
     assert cli.main(["bench", "--suite", "--models", "alexnet", "--out", str(tmp_path)]) == 2
     assert "unknown suite model 'alexnet'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--suite", "--budget", "-1"])
+    assert "must be a positive number of seconds" in capsys.readouterr().err
+
+
+def test_bench_suite_budget_skips_larger_ticket_counts_and_keeps_what_it_measured(tmp_path):
+    """Once a model's budget is spent no larger T starts; the files written say which were skipped."""
+    from ltjax import bench_suite
+
+    res = bench_suite.suite(tickets=(2, 4), names=("lenet300_100",), budget_s=1e-9, out=tmp_path, torch=False,
+                            log=lambda s: None)
+    m = res["models"]["lenet300_100"]
+    assert [r["tickets"] for r in m["rows"]] == [1] and m["skipped"] == [2, 4]
+    assert json.loads((tmp_path / "bench.json").read_text())["models"]["lenet300_100"]["skipped"] == [2, 4]
+    table = (tmp_path / "bench.md").read_text()
+    assert "Not run (time budget spent): T = 2, 4." in table and "float32 precision:" in table
+
+
+def test_bench_suite_pytorch_networks_are_ltjax_networks():
+    """The PyTorch loop trains the same architecture: its parameters and BN running statistics
+    have the sizes of ltjax's kernels, biases, BN scales and batch statistics (ResNet-20: 19
+    convolutions without bias, 19 BN layers)."""
+    pytest.importorskip("torch")
+    import jax
+    import numpy as np
+
+    from ltjax import bench_suite
+
+    for name, (factory, _, shape) in bench_suite.MODELS.items():
+        params = jax.eval_shape(factory().init, jax.random.PRNGKey(0))
+        ours = sorted(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+        net = bench_suite.torch_network(name, shape)
+        stats = [b for n, b in net.named_buffers() if not n.endswith("num_batches_tracked")]
+        theirs = sorted(p.numel() for p in [*net.parameters(), *stats])
+        assert theirs == ours, name
