@@ -239,8 +239,13 @@ class Config:
         return {name: {key: flat[f] for key, f in keys.items()} for name, keys in SECTIONS.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        """A validated Config from a mapping such as a parsed config.json; wrong types raise ConfigError."""
+    def from_dict(cls, d: dict, *, recorded: bool = False) -> "Config":
+        """A validated Config from a mapping such as a parsed config.json; wrong types raise ConfigError.
+
+        ``recorded=True`` reads what a run directory recorded, checked when the run was made: only
+        the types are checked, so reading a run needs no registry entry (a model, score, restart,
+        mask policy or control you registered where it was trained) and no code of yours;
+        training it (:func:`ltjax.lottery.run`) checks everything again."""
         if not isinstance(d, dict):
             raise ConfigError(f"a configuration must be a mapping of field names to values, got {_show(d)}")
         d = _flatten_sections(d)
@@ -253,8 +258,9 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys [{', '.join(unknown)}]; valid keys: {', '.join(sorted(known))} "
                               f"(or section.key: {', '.join(SECTIONS)})")
-        return cls(**{k: (identity.ObjectRef(OBJECT_FIELDS[k], v) if k in OBJECT_FIELDS and isinstance(v, dict)
-                          else _coerce(k, v)) for k, v in d.items()}).validate()
+        config = cls(**{k: (identity.ObjectRef(OBJECT_FIELDS[k], v) if k in OBJECT_FIELDS and isinstance(v, dict)
+                            else _coerce(k, v)) for k, v in d.items()})
+        return config._validate_types() if recorded else config.validate()
 
     def with_overrides(self, assignments: list[str]) -> "Config":
         """Apply ``key=value`` strings (the CLI's ``--set``) and validate."""
@@ -271,6 +277,14 @@ class Config:
     # -- validation ------------------------------------------------------------------------
     def validate(self) -> "Config":
         """Check every field's type and range; raise ConfigError naming the field, its value and what is allowed."""
+        self._validate_types()
+        self._validate_choices()
+        self._validate_training()
+        self._validate_pruning()
+        return self
+
+    def _validate_types(self) -> "Config":
+        """Each field's type (your own objects: the kind of object), not yet its range or registry."""
         types = _field_types()
         for f in fields(self):
             v = getattr(self, f.name)
@@ -278,9 +292,6 @@ class Config:
                 _check_object(self, f.name, v)
             elif not _type_ok(types[f.name], v):
                 raise ConfigError(f"{f.name}={_show(v)} is not valid: must be {_describe(types[f.name])}")
-        self._validate_choices()
-        self._validate_training()
-        self._validate_pruning()
         return self
 
     def _choice(self, name, allowed) -> None:

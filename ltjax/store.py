@@ -474,7 +474,7 @@ class Run:
             hint = (f"; it holds {len(held)} run director{'y' if len(held) == 1 else 'ies'} (such as "
                     f"{held[0].name}): list them with `ltjax runs {shlex.quote(str(self.path))}`" if held else "")
             raise FileNotFoundError(f"{self.path} is not an ltjax run directory (no config.json){hint}")
-        self.config = Config.from_dict(json.loads(cfg.read_text()))
+        self.config = Config.from_dict(json.loads(cfg.read_text()), recorded=True)
         done = completed_rounds(self.path)
         # A round missing in the middle (moved aside as corrupt) ends the usable sequence.
         n = next((i for i, r in enumerate(done) if r != i), len(done))

@@ -255,3 +255,52 @@ def test_a_registered_preset_holds_your_objects(tmp_path):
             presets.register("other_byo_test", {"lr": 0.1})
     finally:
         presets.PRESETS.pop("my_byo_test")
+
+
+# A registered model: reading its run needs no registration.
+
+ACT = {"fn": nn.relu}  # an activation the repr does not show
+
+
+class TinyNet(nn.Module):
+    hidden: int = 16
+    rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x):
+        x = ACT["fn"](nn.Dense(self.hidden, name="fc1")(x.reshape((x.shape[0], -1))))
+        return nn.Dense(10, name="out")(nn.Dropout(self.rate, deterministic=True)(x))
+
+
+def _tiny(**attrs):
+    def factory(widths=(), *, input_shape, num_outputs=10, init="glorot_normal", init_std=0.1):
+        return models.Model(TinyNet(**attrs), tuple(input_shape), num_outputs)
+
+    return factory
+
+
+TINY = dict(name="tiny", dataset=ARRAYS, validation_size=200, model="tiny_cnn", batch_size=32, iterations=20,
+            eval_every=20, rounds=1, seeds=1, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished run of a registered model; the model is unregistered again afterwards."""
+    out = tmp_path_factory.mktemp("tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(models.MODELS, "tiny_cnn", _tiny())
+        return out, lottery.run(Config(**TINY), out, progress=False, log=_quiet)
+
+
+def test_reading_a_run_of_a_registered_model_needs_no_model_code(tiny_run, capsys):
+    from ltjax import cli
+
+    out, run = tiny_run
+    assert "tiny_cnn" not in models.MODELS
+    loaded = load_run(run.path)
+    assert loaded.config.model == "tiny_cnn" and loaded.config.hash() == run.config.hash()
+    assert np.asarray(loaded.rounds[0].mask["fc1"]["kernel"]).all()
+    assert cli.main(["show", str(run.path)]) == 0
+    assert "density %" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="model='tiny_cnn' is not valid"):  # training it needs the model
+        lottery.run(loaded.config, out, progress=False, log=_quiet)
