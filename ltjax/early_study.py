@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax import data as D
-from ltjax import early, lottery, store
+from ltjax import early, identity, lottery, store
 from ltjax import masks as M
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
@@ -130,7 +130,8 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
     probe = model.init(jax.random.PRNGKey(0))
     exclude = _check_settings(config, model, probe, rate, exclude, channel)
     settings = {"rate": rate, "exclude": list(exclude), "channel": channel}
-    d = store.init_run(config, out, D.fingerprint(ds))
+    d = store.init_run(config, out, D.fingerprint(ds),
+                       model=identity.model_identity(model, values="model" in config.objects()))
     s_path = d / "early.json"
     if s_path.exists() and json.loads(s_path.read_text()) != settings:
         raise ConfigError(f"{d} holds a study with pruning settings {json.loads(s_path.read_text())}, not "
@@ -227,12 +228,14 @@ def _resume_point(d: Path, config: Config, model, mesh, write_epoch: Callable) -
 
 
 def open_study(config: Config, out: str | Path = "runs", *, manual_dir: str | None = None) -> Study:
-    """A finished (or partly finished) baseline, for analysis without training."""
+    """A finished (or partly finished) baseline, for analysis without training; the experiments on
+    it train the model, so a model that differs from the baseline's is refused here."""
     d = store.run_dir(config, out)
     if not (d / "early.json").exists():
         raise FileNotFoundError(f"no early-ticket baseline of this configuration in {d}: run baseline() first")
     s = json.loads((d / "early.json").read_text())
-    _, _, spe = _setup(config, manual_dir)
+    _, model, spe = _setup(config, manual_dir)
+    store.check_model(d, identity.model_identity(model, values="model" in config.objects()))
     epochs = max(e for e in range(config.iterations // spe + 1) if (d / f"epoch_{e:03d}").exists())
     return Study(d, config, s["rate"], tuple(s["exclude"]), spe, epochs)
 

@@ -18,6 +18,11 @@ never continues on a different object:
   iterations), plus its name;
 * data: a SHA-256 over every array's dtype, shape and bytes.
 
+Every run, of a named model too, records its model's :func:`model_identity` in ``model.json``
+(parameter shapes and dtypes, repr, and a hash of what it computes as JAX traces it) and refuses
+to resume with a model that differs (:func:`model_mismatch`), naming what was recorded and what
+the model gives now.
+
 Read back from ``config.json`` (for example by :func:`ltjax.load_run`, without your code), such
 a field is an :class:`ObjectRef`: its description, enough to show, compare and hash the run;
 to continue the run, pass the object itself again.
@@ -172,3 +177,64 @@ def model_fingerprint(model) -> str:
     stats = [(np.asarray(a).dtype.str, np.shape(a), float(np.mean(a)), float(np.std(a))) for a in leaves]
     rounded = [f"{d}{s}{m:.4g}/{v:.4g}" for d, s, m, v in stats] + [f"{v:.4g}" for v in logits.ravel()]
     return _sha(str(tree), *rounded)
+
+
+def model_identity(model, values: bool = False) -> dict:
+    """What a run directory's ``model.json`` records of its model (any model, named or your own):
+
+    * ``params``: each parameter's dtype and shape by path (``{"fc1/kernel": "float32[784,300]"}``);
+    * ``repr``: the module's repr without memory addresses;
+    * ``program``: a hash of the jaxprs of ``init``, ``apply`` and ``apply_train``, what the model
+      computes as JAX ``jax`` (the version, also recorded) traces it, so a changed activation,
+      initializer or parameter-free layer, which neither shapes nor repr show, changes it;
+    * with ``values``, ``fingerprint``: :func:`model_fingerprint` (what your own module computes,
+      as recorded before the other three existed).
+
+    Only tracing: nothing is compiled or computed but ``fingerprint``."""
+    import jax
+    import jax.numpy as jnp
+
+    from ltjax.masks import path_str
+
+    key = jax.random.PRNGKey(0)
+    params = jax.eval_shape(model.init, key)
+    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+    programs = [jax.make_jaxpr(model.init)(key), jax.make_jaxpr(model.apply)(params, x),
+                jax.make_jaxpr(model.apply_train)(params, x, key)]
+    out = {"params": {path_str(p): f"{a.dtype}[{','.join(map(str, a.shape))}]"
+                      for p, a in jax.tree_util.tree_flatten_with_path(params)[0]},
+           "repr": _ADDRESS.sub("", repr(model.module))[:2000],
+           "program": _sha(*(_ADDRESS.sub("", str(j)) for j in programs)), "jax": jax.__version__}
+    if values:
+        out["fingerprint"] = model_fingerprint(model)
+    return out
+
+
+def model_mismatch(was: dict, now: dict) -> str | None:
+    """How the model ``now`` differs from the model a run recorded (both :func:`model_identity`),
+    in words naming both, first difference first (parameters, repr, program, fingerprint); ``None``
+    when they agree on every item both records hold (the program only when one JAX version traced
+    both: another version may trace the same code differently)."""
+    a, b = was.get("params"), now.get("params")
+    if a is not None and b is not None and a != b:
+        diffs = [f"{k}: recorded {a.get(k, 'nothing')}, now {b.get(k, 'nothing')}"
+                 for k in [*a, *(k for k in b if k not in a)] if a.get(k) != b.get(k)]
+        return (f"a model whose parameters differ from the model given now "
+                f"({'; '.join(diffs[:6])}{'; …' if len(diffs) > 6 else ''})")
+    if "repr" in was and "repr" in now and was["repr"] != now["repr"]:
+        return f"the model {_line(was['repr'])}; the model given now is {_line(now['repr'])}"
+    if was.get("program") and was.get("jax") == now.get("jax") and was["program"] != now.get("program"):
+        return (f"a model that computes something else (program {was['program']}; the model given now: "
+                f"{now.get('program')}), though its parameters and repr are the same: code the repr does not "
+                f"show changed (an activation, an initializer, a layer without parameters)")
+    if "fingerprint" in was and "fingerprint" in now and was["fingerprint"] != now["fingerprint"]:
+        return (f"a model that computes something else (fingerprint {was['fingerprint']}; the model given now: "
+                f"{now['fingerprint']}), though its class, repr and source are the same: an initializer or "
+                f"setting the repr does not show changed")
+    return None
+
+
+def _line(text: str, limit: int = 300) -> str:
+    """A repr on one line, shortened."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -245,13 +245,13 @@ def run(
                 data_dir=data_dir, manual_dir=manual_dir)
     model = build_model(config, ds)
     preflight(config, ds, model)
-    d = store.init_run(config, out, D.fingerprint(ds),
-                       model=identity.model_fingerprint(model) if "model" in config.objects() else None)
+    model_id = identity.model_identity(model, values="model" in config.objects())
+    d = store.init_run(config, out, D.fingerprint(ds), model=model_id)
     with store.RunLock(d):
         store.clear_temporaries(d)
         _check_integrity(d, repair, log)
         if config.flip_round:
-            _adopt_parent_rounds(config, out, d, log)
+            _adopt_parent_rounds(config, out, d, model_id, log)
         done = set(store.completed_rounds(d))
         todo = [r for r in range(config.rounds) if r not in done]
         if not todo:
@@ -263,11 +263,16 @@ def run(
     return store.load_run(d)
 
 
-def _adopt_parent_rounds(config: Config, out, d: Path, log: Callable[[str], None]) -> None:
+def _adopt_parent_rounds(config: Config, out, d: Path, model_id: dict, log: Callable[[str], None]) -> None:
     """An LTH_flip run's rounds before the flip are its parent's (the same configuration
-    without ``flip_round``): copy the ones the parent already has instead of retraining."""
+    without ``flip_round``): copy the ones the parent already has instead of retraining,
+    unless the parent was trained with another model (``model_id``: the model given now)."""
     parent = store.run_dir(config.replace(flip_round=0), out)
     if not parent.is_dir():
+        return
+    differs = store.model_mismatch(parent, model_id)
+    if differs:
+        log(f"{d}: not reusing the rounds of the run without the flip, {parent.name}: it was trained with {differs}")
         return
     k = _theta_k_step(config)
     parts = ["theta0", *(["theta_k"] if k else []), *(store.round_path(d, r).name for r in range(config.flip_round))]

@@ -4,6 +4,7 @@ Layout of ``<out>/<preset>-<config hash>/``::
 
     config.json                 the full configuration
     data.json                   the dataset's fingerprint (a resume on other data is refused)
+    model.json                  the model's identity (a resume with another model is refused)
     LOCK                        held by the process using the run (see RunLock)
     theta0/tree/                orbax: initial params, ticket axis leading
     theta_k/tree/               orbax: params at the rewind iteration (strategy=rewind, k > 0)
@@ -44,6 +45,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ltjax import identity
 from ltjax.config import Config
 
 PyTree = Any
@@ -299,40 +301,57 @@ def recover_latest(path: Path) -> None:
         new.rename(path)
 
 
-def init_run(config: Config, out, data: str | None = None, model: str | None = None) -> Path:
+def init_run(config: Config, out, data: str | None = None, model: dict | None = None) -> Path:
     """Create (or reopen) the run directory of ``config``; checks a reopened one matches.
 
     ``data`` is the dataset's :func:`ltjax.data.fingerprint`, recorded in ``data.json``: a
-    run reopened on data with another fingerprint raises instead of training on a mix (a
-    directory from before the record gets it on reopening). ``model`` is your own model's
-    :func:`ltjax.identity.model_fingerprint` (what it computes), checked the same way."""
+    run reopened on data with another fingerprint raises instead of training on a mix.
+    ``model`` is the model's :func:`ltjax.identity.model_identity`, recorded in ``model.json``:
+    a run reopened with a model that differs raises, naming what was recorded and what the
+    model gives now (:func:`model_mismatch`). A directory from before a record gets it on
+    reopening; a record from before some of its items gets them."""
     d = run_dir(config, out)
     cfg_path = d / "config.json"
-    shown = {f: config.to_dict()[f] for f in ("dataset", "model")}
-    shown = {f: v if isinstance(v, str) else f"your own {v['type']}" for f, v in shown.items()}
-    records = {"data.json": ("dataset", data, f"{d} was trained on {shown['dataset']!r} data with fingerprint {{was}}, "
-                             f"but the data loaded now has fingerprint {data}: the dataset's files, cache or arrays "
-                             f"changed since"),
-               "model.json": ("model", model, f"{d} was trained with a model that computes something else "
-                              f"(fingerprint {{was}}; the model given now: {model}), though its class, repr and "
-                              f"source are the same: an initializer or setting the repr does not show changed")}
-    for name, (field, fingerprint, differs) in records.items():
-        was = json.loads((d / name).read_text()).get("fingerprint") if fingerprint and (d / name).exists() else None
-        if was is not None and was != fingerprint:
-            raise ValueError(differs.format(was=was) + f". Resuming would mix the two; restore the original "
-                             f"{field.replace('dataset', 'data')}, or start the run elsewhere (another out directory "
-                             f"or name). Nothing was changed.")
+    dataset = config.to_dict()["dataset"]
+    was = json.loads((d / "data.json").read_text()).get("fingerprint") if data and (d / "data.json").exists() else None
+    if was is not None and was != data:
+        shown = dataset if isinstance(dataset, str) else f"your own {dataset['type']}"
+        raise ValueError(f"{d} was trained on {shown!r} data with fingerprint {was}, but the data loaded now has "
+                         f"fingerprint {data}: the dataset's files, cache or arrays changed since. Resuming would "
+                         f"mix the two; restore the original data, or start the run elsewhere (another out "
+                         f"directory or name). Nothing was changed.")
+    if model:
+        check_model(d, model)
     if cfg_path.exists():
-        old = Config.from_dict(json.loads(cfg_path.read_text()))
+        old = Config.from_dict(json.loads(cfg_path.read_text()), recorded=True)
         if old.hash() != config.hash():
             raise ValueError(f"{d} holds a run of a different configuration (hash {old.hash()})")
     d.mkdir(parents=True, exist_ok=True)
     if not cfg_path.exists():
         write_json(cfg_path, config.to_dict())
-    for name, (field, fingerprint, _) in records.items():
-        if fingerprint and not (d / name).exists():
-            write_json(d / name, {field: config.to_dict()[field], "fingerprint": fingerprint})
+    if data and was is None:
+        write_json(d / "data.json", {"dataset": dataset, "fingerprint": data})
+    record = {"model": config.to_dict()["model"], **(model or {})}
+    if model and (not (d / "model.json").exists() or json.loads((d / "model.json").read_text()) != record):
+        write_json(d / "model.json", record)
     return d
+
+
+def model_mismatch(d: Path, model: dict) -> str | None:
+    """How ``model`` (:func:`ltjax.identity.model_identity`) differs from the model run ``d``
+    recorded in ``model.json``, in words naming both; ``None`` when it agrees or ``d`` has no record."""
+    path = d / "model.json"
+    return identity.model_mismatch(json.loads(path.read_text()), model) if path.exists() else None
+
+
+def check_model(d: Path, model: dict) -> None:
+    """Raise ValueError, naming both, when ``model`` differs from the model run ``d`` recorded."""
+    differs = model_mismatch(d, model)
+    if differs:
+        raise ValueError(f"{d} was trained with {differs}. Resuming would mix the two; restore the original model, "
+                         f"or start the run elsewhere (another out directory or name); if the change does not alter "
+                         f"what is trained, delete {d / 'model.json'} to record the model given now. Nothing was "
+                         f"changed.")
 
 
 def clear_temporaries(d: Path) -> None:

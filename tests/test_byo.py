@@ -4,6 +4,7 @@ place of the names, with their identity recorded so a run never continues on ano
 from __future__ import annotations
 
 import json
+import re
 
 import flax.linen as nn
 import jax
@@ -13,7 +14,7 @@ import optax
 import pytest
 
 from ltjax import data as D
-from ltjax import identity, lottery, models, train
+from ltjax import identity, lottery, models, store, train
 from ltjax.config import Config, ConfigError
 from ltjax.store import load_run
 
@@ -257,7 +258,7 @@ def test_a_registered_preset_holds_your_objects(tmp_path):
         presets.PRESETS.pop("my_byo_test")
 
 
-# A registered model: reading its run needs no registration.
+# A registered model: its identity is recorded too, and reading its run needs no registration.
 
 ACT = {"fn": nn.relu}  # an activation the repr does not show
 
@@ -292,6 +293,35 @@ def tiny_run(tmp_path_factory):
         return out, lottery.run(Config(**TINY), out, progress=False, log=_quiet)
 
 
+def test_a_registered_model_whose_code_changed_is_refused_naming_both(tiny_run, monkeypatch):
+    out, run = tiny_run
+    recorded = json.loads((run.path / "model.json").read_text())
+    assert recorded["model"] == "tiny_cnn" and recorded["params"]["fc1/kernel"] == "float32[784,16]"
+    assert "TinyNet" in recorded["repr"] and recorded["program"] and "fingerprint" not in recorded
+    changes = [(_tiny(hidden=8), re.escape("fc1/kernel: recorded float32[784,16], now float32[784,8]")),
+               (_tiny(rate=0.5), "the model TinyNet.*rate = 0.0.*; the model given now is TinyNet.*rate = 0.5")]
+    for factory, message in changes:
+        monkeypatch.setitem(models.MODELS, "tiny_cnn", factory)
+        with pytest.raises(ValueError, match=message):
+            lottery.run(Config(**TINY), out, progress=False, log=_quiet)
+    monkeypatch.setitem(models.MODELS, "tiny_cnn", _tiny())
+    monkeypatch.setitem(ACT, "fn", nn.tanh)
+    with pytest.raises(ValueError, match="computes something else.*though its parameters and repr are the same"):
+        lottery.run(Config(**TINY), out, progress=False, log=_quiet)
+    assert json.loads((run.path / "model.json").read_text()) == recorded  # nothing was changed
+
+
+def test_a_run_without_a_model_record_gets_one_instead_of_a_refusal(tiny_run, monkeypatch):
+    out, run = tiny_run
+    recorded = (run.path / "model.json").read_text()
+    (run.path / "model.json").unlink()  # as a run from before the record
+    monkeypatch.setitem(models.MODELS, "tiny_cnn", _tiny())
+    seen = []
+    again = lottery.run(Config(**TINY), out, progress=False, log=seen.append)
+    assert again.path == run.path and "already complete" in seen[0]
+    assert (run.path / "model.json").read_text() == recorded
+
+
 def test_reading_a_run_of_a_registered_model_needs_no_model_code(tiny_run, capsys):
     from ltjax import cli
 
@@ -304,3 +334,14 @@ def test_reading_a_run_of_a_registered_model_needs_no_model_code(tiny_run, capsy
     assert "density %" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="model='tiny_cnn' is not valid"):  # training it needs the model
         lottery.run(loaded.config, out, progress=False, log=_quiet)
+
+
+def test_a_flip_run_does_not_reuse_rounds_trained_with_another_model(tmp_path, monkeypatch):
+    monkeypatch.setitem(models.MODELS, "tiny_cnn", _tiny())
+    flip = Config(**{**TINY, "rounds": 3, "flip_round": 2})
+    model = identity.model_identity(_tiny()(input_shape=(28, 28, 1)))
+    store.init_run(flip.replace(flip_round=0), tmp_path, model=identity.model_identity(_tiny(hidden=8)(
+        input_shape=(28, 28, 1))))
+    d, seen = store.init_run(flip, tmp_path, model=model), []
+    lottery._adopt_parent_rounds(flip, tmp_path, d, model, seen.append)
+    assert "not reusing the rounds" in seen[0] and "fc1/kernel: recorded float32[784,8], now float32[784,16]" in seen[0]
