@@ -26,6 +26,7 @@ MODULES = [
     ("ltjax.pruning", "pruning by scores: layerwise, global, to an exact count"),
     ("ltjax.lottery", "the IMP / LTR round loop: `run` a study"),
     ("ltjax.store", "run directories: atomic orbax checkpoints, `load_run`"),
+    ("ltjax.ticket", "one ticket to carry: `save_ticket` / `load_ticket`, a `.npz` that NumPy reads alone"),
     ("ltjax.identity", "the recorded identity of your own model, optimizer, loss, schedule and data"),
     ("ltjax.train", "the compiled, vmapped masked trainer"),
     ("ltjax.optim", "`keep_pruned`: an optax wrapper that keeps pruned weights at 0 in any training loop"),

@@ -75,16 +75,22 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def save_tree(path: Path, tree: PyTree, fault: str = "") -> None:
-    """Save a pytree of arrays with orbax (synchronously; ``None`` leaves are kept)."""
+def save_tree(path: str | os.PathLike, tree: PyTree, fault: str = "") -> None:
+    """Save a pytree of arrays with orbax as the new directory ``path`` (synchronously; ``None``
+    leaves are kept). A ``path`` that exists raises FileExistsError: a checkpoint is never
+    overwritten."""
+    path = Path(path).absolute()
+    if path.exists():
+        raise FileExistsError(f"{path} already exists: save_tree writes a new checkpoint directory and never "
+                              f"overwrites one; choose another path, or delete that one first")
     tree = jax.tree.map(np.asarray, tree)
     ckpt = ocp.StandardCheckpointer()
-    ckpt.save(path.absolute(), tree)
+    ckpt.save(path, tree)
     fault_point(f"{fault}.writing")
     ckpt.wait_until_finished()
 
 
-def load_tree(path: Path) -> PyTree:
+def load_tree(path: str | os.PathLike) -> PyTree:
     """Restore a pytree saved by :func:`save_tree` as NumPy arrays."""
     try:
         return ocp.StandardCheckpointer().restore(Path(path).absolute())
