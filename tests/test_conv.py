@@ -359,13 +359,16 @@ def test_cifar10_bad_manual_file_named(offline, tmp_path):
     assert sums.sha256 in msg and str(sums.size) in msg and "HTML" in msg
 
 
-def test_conv_same_gradients_equal_the_lax_convolution():
-    """The custom kernel gradient of conv_same (fast inside loops on XLA:CPU) is the same
-    function as differentiating lax.conv_general_dilated directly."""
+@pytest.mark.parametrize("impl", ["xla", "patches"])
+def test_conv_impls_and_their_gradients_equal_the_lax_convolution(impl):
+    """conv_same (its custom kernel gradient is fast inside loops on XLA:CPU) and conv_patches
+    (one matmul over patches, batched under vmap) compute lax.conv_general_dilated's function and
+    its gradients, to float32 summation order, for 3×3 and 5×5 kernels and odd image sizes."""
     from jax import lax
 
-    from ltjax.models.conv import conv_same
+    from ltjax.models.conv import CONV_IMPLS
 
+    conv_same = CONV_IMPLS[impl]
     rng = np.random.default_rng(0)
     for shape_x, shape_k in (((2, 7, 5, 3), (3, 3, 3, 4)), ((1, 6, 6, 1), (3, 3, 1, 2)), ((2, 5, 5, 2), (5, 5, 2, 3))):
         x = jnp.asarray(rng.normal(size=shape_x), jnp.float32)
@@ -377,6 +380,44 @@ def test_conv_same_gradients_equal_the_lax_convolution():
         np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
         for a, b in zip(vjp(g), vjp_ref(g)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2_with_patch_convolutions_is_the_same_network_under_vmap():
+    """Conv-2 with conv_impl="patches" has the same parameters and, for two vmapped tickets,
+    the same logits and gradients as the default convolutions (to float32 summation order: the
+    patch matmul sums the 3·3·C products in another order); an unknown impl is named."""
+    m = models.conv2(widths=(16,))
+    mp = m._replace(module=m.module.clone(conv_impl="patches"))
+    params = jax.jit(jax.vmap(m.init))(jax.random.split(jax.random.PRNGKey(0), 2))
+    assert jax.tree.structure(params) == jax.tree.structure(jax.eval_shape(jax.vmap(mp.init), jax.random.split(
+        jax.random.PRNGKey(0), 2)))
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32, 3))
+
+    def loss_and_grad(model):
+        return jax.jit(jax.vmap(jax.value_and_grad(lambda p: jnp.sum(jnp.tanh(model.apply(p, x))))))(params)
+
+    (v, g), (vp, gp) = loss_and_grad(m), loss_and_grad(mp)
+    np.testing.assert_allclose(vp, v, rtol=1e-4, atol=1e-4)
+    for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(g)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * float(jnp.abs(b).max()))
+    with pytest.raises(ValueError, match="conv impl 'winograd' is not valid; choose one of: xla, patches"):
+        m._replace(module=m.module.clone(conv_impl="winograd")).init(jax.random.PRNGKey(0))
+
+
+def test_resnet_strided_shortcut_is_the_1x1_stride2_convolution():
+    """The optimization barrier before ResNet's strided 1×1 shortcut (an XLA:GPU compile abort
+    otherwise) is the identity: the shortcut equals the 1×1 stride-2 convolution it stands for."""
+    from jax import lax
+
+    from ltjax.models.resnet import Conv
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+    conv = Conv(6, 1, 2)
+    p = conv.init(jax.random.PRNGKey(1), x)
+    ref = lax.conv_general_dilated(x, p["params"]["kernel"], (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                   precision="highest")
+    np.testing.assert_allclose(conv.apply(p, x), ref, rtol=1e-5, atol=1e-6)
+    assert conv.apply(p, x).shape == (2, 4, 4, 6)
 
 
 def test_xla_step_flops_covers_the_hand_counted_matmuls():

@@ -66,18 +66,42 @@ def _conv_bwd(res, g):
 conv_same.defvjp(_conv_fwd, _conv_bwd)
 
 
+def conv_patches(x: jax.Array, k: jax.Array) -> jax.Array:
+    """The same stride-1 SAME convolution as :func:`conv_same`, as one matmul over image patches:
+    the ``kh·kw`` shifted copies of the padded input, concatenated along channels in the kernel's
+    (h, w, i) order, times the kernel reshaped to ``(kh·kw·in, out)``.
+
+    Equal to :func:`conv_same` up to float32 summation order. Under ``vmap`` over tickets (a
+    kernel per ticket) it becomes a batched matmul, where a convolution becomes a grouped
+    convolution, which XLA runs slowly on CPUs and GPUs; it costs ``kh·kw`` times the input's
+    memory for the patches.
+    """
+    kh, kw, ci, co = k.shape
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    h, w = x.shape[1], x.shape[2]
+    xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+    patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
+    return patches @ k.reshape(kh * kw * ci, co)
+
+
+CONV_IMPLS = {"xla": conv_same, "patches": conv_patches}
+
+
 class Conv3x3(nn.Module):
     """A 3×3, stride-1, SAME convolution with bias (parameters ``kernel`` HWIO and ``bias``,
     as ``flax.linen.Conv``), computed by :func:`conv_same`."""
 
     features: int
     kernel_init: Callable = nn.initializers.lecun_normal()
+    impl: str = "xla"  # a key of CONV_IMPLS: "xla" (conv_same) or "patches" (conv_patches)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if self.impl not in CONV_IMPLS:
+            raise ValueError(f"conv impl {self.impl!r} is not valid; choose one of: {', '.join(CONV_IMPLS)}")
         k = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
         b = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        return conv_same(x, k.astype(x.dtype)) + b
+        return CONV_IMPLS[self.impl](x, k.astype(x.dtype)) + b
 
 
 class ConvNet(nn.Module):
@@ -95,6 +119,7 @@ class ConvNet(nn.Module):
     num_outputs: int = 10
     kernel_init: Callable = nn.initializers.lecun_normal()
     stock_conv: bool = False  # flax.linen.Conv with XLA's default gradient (the benchmark's baseline)
+    conv_impl: str = "xla"  # Conv3x3's impl: "xla" or "patches" (a matmul, for vmapped tickets)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -105,7 +130,7 @@ class ConvNet(nn.Module):
                 if self.stock_conv:
                     conv = nn.Conv(f, (3, 3), padding="SAME", kernel_init=self.kernel_init, name=f"conv{n}")
                 else:
-                    conv = Conv3x3(f, kernel_init=self.kernel_init, name=f"conv{n}")
+                    conv = Conv3x3(f, kernel_init=self.kernel_init, impl=self.conv_impl, name=f"conv{n}")
                 x = nn.relu(conv(x))
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))

@@ -22,6 +22,7 @@ from typing import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from ltjax.models.conv import conv_same
 
@@ -38,7 +39,13 @@ class Conv(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         k = self.param("kernel", self.kernel_init, (self.size, self.size, x.shape[-1], self.features), jnp.float32)
         if self.size == 1:  # a 1×1 convolution is a matmul over channels: sample first, it is the same
-            return jnp.einsum("nhwi,io->nhwo", x[:, ::self.stride, ::self.stride], k[0, 0].astype(x.dtype))
+            x = x[:, ::self.stride, ::self.stride]
+            if self.stride > 1:
+                # the sampled input is materialized before the matmul: XLA:GPU (jax 0.11.2) aborts
+                # compiling its Triton GEMM fusion of a strided slice feeding a dot ("Check failed:
+                # subdim_size_accumulator == dim_size", seen on an H200); the barrier changes no value
+                x = lax.optimization_barrier(x)
+            return jnp.einsum("nhwi,io->nhwo", x, k[0, 0].astype(x.dtype))
         y = conv_same(x, k.astype(x.dtype))
         return y[:, ::self.stride, ::self.stride] if self.stride > 1 else y
 
