@@ -1,5 +1,6 @@
 """``ltjax bench --suite``: ticket-steps per second and device memory against the number of
-vmapped tickets, for LeNet-300-100 (batch 60), Conv-2 (batch 60) and ResNet-20 (batch 128).
+vmapped tickets, for LeNet-300-100 (batch 60), Conv-2 (batch 60; also with patch convolutions,
+``conv2_patches``) and ResNet-20 (batch 128).
 
 For each model and each T in ``tickets``: one program trains T tickets vmapped (ltjax's
 trainer: masks, on-device batches, optax SGD with momentum; evaluation off) on synthetic
@@ -43,8 +44,15 @@ from ltjax.train import TrainSpec
 MODELS = {
     "lenet300_100": (lambda: models.mlp((300, 100), init="glorot_normal"), 60, (28, 28, 1)),
     "conv2": (lambda: models.conv2(), 60, (32, 32, 3)),
+    # Conv-2 with its convolutions as matmuls over patches (vmapped: batched matmuls)
+    "conv2_patches": (lambda: _conv2_patches(), 60, (32, 32, 3)),
     "resnet20": (lambda: models.resnet20(), 128, (32, 32, 3)),
 }
+def _conv2_patches() -> models.Model:
+    m = models.conv2()
+    return m._replace(module=m.module.clone(conv_impl="patches"))
+
+
 SPEC = dict(optimizer="momentum", lr=0.01, momentum=0.9)
 
 
@@ -102,7 +110,7 @@ def torch_network(name: str, shape):
     if name == "lenet300_100":
         return nn.Sequential(nn.Flatten(), nn.Linear(h * w * c, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
                              nn.Linear(100, 10))
-    if name == "conv2":
+    if name in ("conv2", "conv2_patches"):
         return nn.Sequential(nn.Conv2d(c, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * (h // 2) * (w // 2), 256), nn.ReLU(),
                              nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
@@ -183,8 +191,9 @@ def suite(tickets=(1, 2, 4, 8, 16, 32, 64), names=tuple(MODELS), steps: dict | i
         raise ValueError(f"budget_s must be a positive number of seconds per model or None, got {budget_s}")
     if 1 not in tickets:
         tickets = (1, *tickets)
-    default_steps = {"lenet300_100": 2000, "conv2": 200, "resnet20": 200} if jax.default_backend() != "cpu" else \
-        {"lenet300_100": 200, "conv2": 4, "resnet20": 2}
+    default_steps = {"lenet300_100": 2000, "conv2": 200, "conv2_patches": 200, "resnet20": 200} \
+        if jax.default_backend() != "cpu" else \
+        {"lenet300_100": 200, "conv2": 4, "conv2_patches": 4, "resnet20": 2}
     out = None if out is None else Path(out)
     res = {"device": str(jax.devices()[0]), "backend": jax.default_backend(), "jax": jax.__version__,
            "precision": _precision(), "date": time.strftime("%Y-%m-%d"), "budget_s": budget_s, "models": {}}

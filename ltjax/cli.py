@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--tickets", type=_ticket_counts, default=(1, 2, 4, 8, 16, 32, 64), metavar="T,T,...",
                    help="with --suite: ticket counts (default 1,2,4,...,64)")
     b.add_argument("--models", default=None, metavar="NAME,...",
-                   help="with --suite: lenet300_100, conv2, resnet20 (default all)")
+                   help="with --suite: lenet300_100, conv2, conv2_patches, resnet20 (default all)")
     b.add_argument("--out", default="bench", help="with --suite: folder for bench.json and bench.md")
     b.add_argument("--budget", type=_seconds, default=None, metavar="SECONDS",
                    help="with --suite: seconds per model after which larger T are not started (default: no bound)")
