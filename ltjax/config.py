@@ -99,8 +99,11 @@ class Config:
                                      "the LTH-vs-SNIP report)")
     patience: int = _f(4, "early_stop=patience: evaluations without improvement before stopping")
     patience_every: int = _f(500, "early_stop=patience: iterations between the evaluations it considers")
-    strategy: str = _f("reset", "reset (to theta0) | rewind (to theta_k) | continue (keep trained weights, Han et al.)")
-    rewind_iteration: int = _f(0, "k of theta_k for strategy=rewind (an iteration, not an epoch)")
+    strategy: str = _f("reset", "reset (to theta0) | rewind (to theta_k) | continue (keep trained weights, Han et al.) "
+                       "| lr_rewind (keep trained weights, rewind the lr schedule to k) | finetune (keep trained "
+                       "weights, final lr), Renda et al. 2020")
+    rewind_iteration: int = _f(0, "k of theta_k for strategy=rewind; lr_rewind and finetune also retrain from "
+                               "iteration k (an iteration, not an epoch)")
     mode: str = _f("iterative", "iterative | oneshot (every round pruned from the dense round-0 network) | at_init "
                                 "(every round θ0 pruned by the score before training) | random_at_init (a uniformly "
                                 "random mask at θ0 with one-shot pruning's per-layer counts)")
@@ -423,6 +426,11 @@ class Config:
         self._check("controls", not any(n in rounds.FROM_ITERATION_0 for n, _ in parsed) or self.rewind_step() == 0,
               f"without {', '.join(sorted(rounds.FROM_ITERATION_0))} when rounds start at iteration k > 0 (they "
               f"start from θ0 at iteration 0, and controls train in the tickets' program, which starts at k)")
+        held = self.strategy in rounds.RESTARTS and rounds.RESTARTS[self.strategy].hold_lr is not None
+        self._check("controls", not any(n in rounds.FROM_ITERATION_0 for n, _ in parsed) or not held,
+              f"without {', '.join(sorted(rounds.FROM_ITERATION_0))} with strategy={self.strategy} (they train "
+              f"θ0 on the learning-rate schedule, and controls train in the tickets' program, whose learning rate "
+              f"is held at one value)")
         self._check("densities", all(0 < d <= 1 for d in self.densities), "fractions remaining in (0, 1]")
         self._check("densities", all(a > b for a, b in zip(self.densities, self.densities[1:])),
               "strictly decreasing fractions remaining (one per round 1, 2, ...)")

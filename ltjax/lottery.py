@@ -9,7 +9,15 @@ the r-th density (``oneshot``), then starts from:
   layerwise-importance paper; the optimizer state restarts, the learning-rate schedule
   and data order continue at iteration k);
 * ``continue``: the previous round's trained weights ⊙ m, trained for ``iterations`` again
-  with a fresh optimizer (Han et al. 2015).
+  with a fresh optimizer (Han et al. 2015);
+* ``lr_rewind``: the previous round's trained weights ⊙ m, trained from iteration k to
+  ``iterations`` like ``rewind`` (Renda et al. 2020's learning-rate rewinding);
+* ``finetune``: the same weights and iterations at a constant learning rate, the schedule's
+  last (iteration ``iterations - 1``'s; Renda et al.'s fine-tuning).
+
+``rewind``, ``lr_rewind`` and ``finetune`` retrain every round r ≥ 1 for the same budget,
+``iterations - k`` iterations on the same batches (iterations k … ``iterations - 1`` of each
+ticket's data order), with a fresh optimizer.
 
 Beside each ticket of round r ≥ 1, ``config.controls`` networks train in the same program:
 the 2018 paper's controls (``reinit``, ``shuffle``), ``reset``, and the LTH-vs-SNIP
@@ -430,7 +438,8 @@ def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
         h_in = None if st.hyper is None else {n: jnp.concatenate([v] * (len(labels) + 1)) for n, v in st.hyper.items()}
     st.bar.start(f"round {r}", iters - begin, passes=st.passes(len(k_in)))
     params, curves = st.trainer(*(shard_tickets(a, st.mesh) for a in (p_in, m_in, k_in)), ctx.data, begin,
-                                iters - begin, hyper=None if h_in is None else shard_tickets(h_in, st.mesh))
+                                iters - begin, hyper=None if h_in is None else shard_tickets(h_in, st.mesh),
+                                hold_lr=rounds.held_lr_step(ctx.config, r))
     if not labels:
         return params, curves, None, ctx
     head, tail = (lambda t: jax.tree.map(lambda a: a[:T], t)), (lambda t: jax.tree.map(lambda a: a[T:], t))

@@ -5,7 +5,8 @@ what to do, none of which knows about the others or about the loop:
 
 * a **restart** (``Config.strategy``, :data:`RESTARTS`): the unmasked weights round r starts
   from and the global iteration it starts at (``reset`` θ0 at 0, ``rewind`` θk at k,
-  ``continue`` the previous round's trained weights at 0);
+  ``continue`` the previous round's trained weights at 0, ``lr_rewind`` them at k,
+  ``finetune`` them at k with the learning rate held at the schedule's last);
 * a **mask policy** (``Config.mode``, :data:`MASK_POLICIES`): round r's mask (``iterative``
   prunes the previous round's trained weights, ``oneshot`` round 0's to the r-th density,
   ``at_init`` θ0 itself, ``random_at_init`` a uniformly random mask at the counts the
@@ -57,11 +58,14 @@ class Context(NamedTuple):
 class Restart(NamedTuple):
     """Where round r ≥ 1 starts: ``source(ctx, r)`` the unmasked weights, ``step(k)`` the global
     iteration (``k``: ``rewind_iteration``), so schedule and data order continue from there;
-    ``rewinds``: it needs θk, the weights at iteration k of round 0."""
+    ``rewinds``: it needs θk, the weights at iteration k of round 0. ``hold_lr(T)``, if given
+    (``T``: ``iterations``): train at the constant learning rate the schedule gives at that
+    iteration instead (the data order still continues from ``step``)."""
 
     source: Callable[[Context, int], PyTree]
     step: Callable[[int], int]
     rewinds: bool = False
+    hold_lr: Callable[[int], int] | None = None
 
 
 RESTARTS: dict[str, Restart] = {}
@@ -73,14 +77,30 @@ def register_restart(name: str, restart: Restart, *, replace: bool = False) -> N
                  of_type=Restart)
 
 
+def _trained(ctx: Context, r: int) -> PyTree:
+    return ctx.state(r - 1)[1]  # the previous round's trained weights
+
+
 register_restart("reset", Restart(lambda ctx, r: ctx.theta0, lambda k: 0))  # Frankle & Carbin 2018
 register_restart("rewind", Restart(lambda ctx, r: ctx.theta_k, lambda k: k, rewinds=True))  # LTR
-register_restart("continue", Restart(lambda ctx, r: ctx.state(r - 1)[1], lambda k: 0))  # Han et al. 2015
+register_restart("continue", Restart(_trained, lambda k: 0))  # Han et al. 2015
+# Renda et al. 2020: the previous round's trained weights, retrained for rewind's budget
+# (iterations k … T): learning-rate rewinding on the schedule of iterations k … T, fine-tuning
+# at the schedule's last learning rate (iteration T - 1's) throughout.
+register_restart("lr_rewind", Restart(_trained, lambda k: k))
+register_restart("finetune", Restart(_trained, lambda k: k, hold_lr=lambda T: T - 1))
 
 
 def start_step(config, r: int) -> int:
     """The global iteration round r starts at."""
     return RESTARTS[config.strategy].step(config.rewind_iteration) if r > 0 else 0
+
+
+def held_lr_step(config, r: int) -> int | None:
+    """The iteration whose learning rate round r trains at throughout, or None when the schedule
+    runs from :func:`start_step` (round 0 always runs it from 0)."""
+    hold = RESTARTS[config.strategy].hold_lr
+    return None if r == 0 or hold is None else hold(config.iterations)
 
 
 # -- scores and pruning ------------------------------------------------------------------------

@@ -124,7 +124,8 @@ def lr_schedule(spec: TrainSpec, lr=None) -> optax.Schedule:
     return sched
 
 
-def make_optimizer(spec: TrainSpec, start_step=0, hyper: dict | None = None) -> optax.GradientTransformation:
+def make_optimizer(spec: TrainSpec, start_step=0, hyper: dict | None = None,
+                   hold_lr=None) -> optax.GradientTransformation:
     """The optimizer of a ticket whose first iteration is ``start_step``.
 
     By name: SGD, SGD with momentum (heavy ball, PyTorch convention) or Adam; weight decay is
@@ -132,13 +133,14 @@ def make_optimizer(spec: TrainSpec, start_step=0, hyper: dict | None = None) -> 
     masked like the gradient. A factory is called with the schedule offset by
     ``start_step``; a ``GradientTransformation`` is returned as is (see :class:`TrainSpec`).
     ``hyper``: this ticket's own ``lr`` and ``weight_decay`` (scalars, traced in a sweep) in
-    place of the spec's (see :func:`check_hyper`).
+    place of the spec's (see :func:`check_hyper`). ``hold_lr``: an iteration whose learning
+    rate every step uses (fine-tuning at the schedule's final rate), instead of the schedule.
     """
     hyper = hyper or {}
     if isinstance(spec.optimizer, optax.GradientTransformation):
         return spec.optimizer
     sched = lr_schedule(spec, hyper.get("lr"))
-    lr = lambda count: sched(count + start_step)  # noqa: E731
+    lr = (lambda count: sched(count + start_step)) if hold_lr is None else (lambda count: sched(hold_lr))
     if callable(spec.optimizer):
         opt = spec.optimizer(lr)
         if not isinstance(opt, optax.GradientTransformation):
@@ -292,17 +294,18 @@ def evaluate(forward: Callable, params: PyTree, x, y, w, loss: Callable | None =
 
 
 def make_segments(model, spec: TrainSpec, mean, std, progress=None, mask_update=None) -> Callable:
-    """``train_one(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin) ->
-    TrainOutput`` for one ticket: ``num_steps // eval_every`` scanned segments of
+    """``train_one(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin,
+    hold_lr=None) -> TrainOutput`` for one ticket: ``num_steps // eval_every`` scanned segments of
     :func:`make_train_step`, each followed by validation and test evaluation in the same program."""
     B, E = spec.batch_size, spec.eval_every
 
     def forward(params, x):
         return model.apply(params, D.normalize(x, mean, std))
 
-    def train_one(params, mask, key, opt_state, hyper, data: DeviceData, start_step, num_steps, origin):
+    def train_one(params, mask, key, opt_state, hyper, data: DeviceData, start_step, num_steps, origin,
+                  hold_lr=None):
         n = data.x_train.shape[0]
-        opt = make_optimizer(spec, start_step if origin is None else origin, hyper)
+        opt = make_optimizer(spec, start_step if origin is None else origin, hyper, hold_lr)
         step = make_train_step(model, spec, opt, mean, std, mask_update)
 
         def segment(state, c):
@@ -398,6 +401,10 @@ def make_trainer(
     ``mesh`` (a :func:`ltjax.devices.ticket_mesh`) spreads the tickets over its devices inside
     the program (see :func:`map_tickets`). Without it the program follows its inputs' shardings.
 
+    ``hold_lr`` (``train`` and ``stateful``): an iteration; every step then uses the learning
+    rate the schedule gives there (a fine-tuned ticket: the schedule's last), while the data
+    order still runs from ``start_step``.
+
     ``hyper`` (``train`` and ``stateful``): ``{"lr": (T,), "weight_decay": (T,)}``, each ticket's
     own value (:data:`HYPER`, checked by :func:`check_hyper`), traced, so a learning-rate or
     weight-decay sweep is one program; each ticket computes what a run with its value as the
@@ -408,8 +415,8 @@ def make_trainer(
         raise ValueError(f"ticket_chunk must be a positive number of tickets or None (all at once), got {ticket_chunk}")
     train_one = make_segments(model, spec, mean, std, progress, mask_update)
 
-    def tickets(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin):
-        one = lambda a: train_one(*a, data, start_step, num_steps, origin)  # noqa: E731
+    def tickets(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin, hold_lr):
+        one = lambda a: train_one(*a, data, start_step, num_steps, origin, hold_lr)  # noqa: E731
         return map_tickets(one, (params, mask, key, opt_state, hyper), ticket_chunk, mesh)
 
     def check(key, data, num_steps, hyper):
@@ -419,18 +426,21 @@ def make_trainer(
             raise ValueError(f"batch_size={B} exceeds the {data.x_train.shape[0]} training examples")
         return check_hyper(spec, hyper, key.shape[0])
 
-    jitted = jax.jit(lambda p, m, k, h, d, s, n: tickets(p, m, k, None, h, d, s, n, None)[:2], static_argnums=(6,))
+    jitted = jax.jit(lambda p, m, k, h, d, s, n, lr: tickets(p, m, k, None, h, d, s, n, None, lr)[:2],
+                     static_argnums=(6,))
     jitted_stateful = jax.jit(tickets, static_argnums=(7,))
+    as_int = lambda t: None if t is None else jnp.int32(t)  # noqa: E731  (traced: one program for every value)
 
-    def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int, hyper: dict | None = None):
+    def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int, hyper: dict | None = None,
+              hold_lr: int | None = None):
         hyper = check(key, data, num_steps, hyper)
-        return jitted(params, mask, key, hyper, data, jnp.int32(start_step), int(num_steps))
+        return jitted(params, mask, key, hyper, data, jnp.int32(start_step), int(num_steps), as_int(hold_lr))
 
     def stateful(params, mask, key, data: DeviceData, start_step: int, num_steps: int, opt_state=None,
-                 origin: int | None = None, hyper: dict | None = None) -> TrainOutput:
+                 origin: int | None = None, hyper: dict | None = None, hold_lr: int | None = None) -> TrainOutput:
         hyper = check(key, data, num_steps, hyper)
         return TrainOutput(*jitted_stateful(params, mask, key, opt_state, hyper, data, jnp.int32(start_step),
-                                            int(num_steps), None if origin is None else jnp.int32(origin)))
+                                            int(num_steps), as_int(origin), as_int(hold_lr)))
 
     train.stateful = stateful
     return train

@@ -129,3 +129,69 @@ def test_snip_is_a_score_and_at_init_with_it_is_a_snip_study(tmp_path):
             np.testing.assert_array_equal(np.asarray(mask[layer]["kernel"][t]), np.asarray(want[layer]["kernel"]))
     with pytest.raises(ValueError, match="'snip' needs a minibatch"):
         rounds.next_mask(cfg, theta0, dense, 1)
+
+
+# Learning-rate rewinding and fine-tuning (Renda et al. 2020): k = 2 of T = 4 iterations, a
+# 10x drop at iteration 3, so the learning rate at k (0.1) and the final one (0.01) differ;
+# one evaluation per iteration, so round 1's two retraining steps can be checked by hand.
+RENDA_CFG = dict(optimizer="sgd", lr=0.1, lr_drops=(3,), lr_drop_factor=0.1, iterations=4, eval_every=1,
+                 rewind_iteration=2, rounds=2, widths=(16,))
+
+
+@pytest.mark.parametrize("strategy, lrs", [("lr_rewind", (0.1, 0.01)), ("finetune", (0.01, 0.01))])
+def test_lr_rewind_and_finetune_retrain_the_trained_weights_at_their_learning_rates(tmp_path, strategy, lrs):
+    from ltjax import data as D
+    from ltjax.data.order import batch_indices
+
+    run = _run(tmp_path, strategy=strategy, **RENDA_CFG)
+    cfg = run.config
+    prev, mask = run.rounds[0].params, run.rounds[1].mask
+    start, step = lottery.round_start(cfg, 1, run.theta0, run.theta_k, prev, mask)
+    assert step == 2 and not (run.path / "theta_k").exists()
+    np.testing.assert_array_equal(np.asarray(run.rounds[1].metrics["curves"]["step"]), [3, 4])  # rewind's budget
+    for p, s, m in zip(jax.tree.leaves(prev), jax.tree.leaves(start), jax.tree.leaves(mask, is_leaf=lambda x: x is None)):
+        want = np.asarray(p) if m is None else np.where(np.asarray(m), p, 0.0)  # exactly, pruned weights 0
+        np.testing.assert_array_equal(np.asarray(s), want)
+    # two SGD steps by hand on the batches of iterations 2 and 3, at the strategy's learning rates
+    ds = D.load("synthetic_mnist", validation_size=cfg.validation_size, split_seed=cfg.split_seed)
+    loss = lottery.make_loss(lottery.build_model(cfg, ds), ds.mean, ds.std)
+    key = lottery.ticket_keys(cfg)[1][0]
+    p = jax.tree.map(lambda a: jnp.asarray(a)[0], start)
+    m0 = jax.tree.map(lambda a: None if a is None else jnp.asarray(a)[0], mask, is_leaf=lambda x: x is None)
+    for t, lr in zip((2, 3), lrs):
+        idx = batch_indices(key, len(ds.x_train), cfg.batch_size, jnp.int32(t))
+        g = M.apply_mask(jax.grad(loss)(p, ds.x_train[idx], ds.y_train[idx]), m0)
+        p = jax.tree.map(lambda a, b: a - lr * b, p, g)
+    for a, b, m in zip(jax.tree.leaves(p), jax.tree.leaves(run.rounds[1].params),
+                       jax.tree.leaves(m0, is_leaf=lambda x: x is None)):
+        np.testing.assert_allclose(np.asarray(b)[0], a, rtol=1e-5, atol=1e-6)
+        if m is not None:
+            assert (np.asarray(b)[0][~np.asarray(m)] == 0).all()
+
+
+def test_lr_rewind_and_finetune_resume_after_a_crash_with_the_same_masks(tmp_path, monkeypatch):
+    from ltjax import store
+
+    for strategy in ("lr_rewind", "finetune"):
+        kw = dict(RENDA_CFG, strategy=strategy, rounds=3)
+        whole = _run(tmp_path / f"{strategy}_whole", **kw)
+
+        def crash(name):
+            if name == "round2.start":  # rounds 0 and 1 committed: round 2 reads round 1 from disk
+                raise KeyboardInterrupt(name)
+
+        monkeypatch.setattr(store, "fault_point", crash)
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path / f"{strategy}_resumed", **kw)
+        monkeypatch.undo()
+        resumed = _run(tmp_path / f"{strategy}_resumed", **kw)
+        for a, b in zip(whole.rounds, resumed.rounds, strict=True):
+            for x, y in zip(jax.tree.leaves((a.mask, a.params)), jax.tree.leaves((b.mask, b.params))):
+                np.testing.assert_array_equal(x, y)
+
+
+def test_finetune_refuses_controls_that_train_on_the_schedule():
+    with pytest.raises(ConfigError, match="controls=.*strategy=finetune"):
+        Config(strategy="finetune", controls=("reset",)).validate()
+    Config(strategy="finetune", controls=("reinit", "shuffle")).validate()
+    Config(strategy="lr_rewind", controls=("reset",)).validate()  # k = 0: θ0's schedule from iteration 0
