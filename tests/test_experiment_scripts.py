@@ -18,6 +18,8 @@ import layerwise_importance as li  # noqa: E402
 import layerwise_importance_report as li_report  # noqa: E402
 import lth_vs_snip  # noqa: E402
 import lth_vs_snip_report  # noqa: E402
+import renda2020_lr_rewinding as renda  # noqa: E402
+import renda2020_lr_rewinding_report as renda_report  # noqa: E402
 
 
 def _quiet(_):
@@ -131,3 +133,22 @@ def test_lth_vs_snip_script_flip_rows_and_page(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["x", "flip", "--flip-rows", "11", *common])
     with pytest.raises(SystemExit, match="--flip-rows must be between 1 and 10"):
         lth_vs_snip.main()
+
+
+def test_renda2020_page_says_whether_lr_rewinding_beats_weight_rewinding(tmp_path):
+    """The results page and figure from a made-up study (no training): the verdict follows the
+    gaps between the strategies' mean accuracies over the pruned rounds."""
+    def rows(accs):
+        return [{"round": i, "density": 0.8 ** i, "final_test_acc": [a - 0.001, a + 0.001], "diverged": 0,
+                 "mean": a, "min": a - 0.001, "max": a + 0.001, "seconds": 60.0} for i, a in enumerate(accs)]
+
+    cfg = renda.study_configs("lenet_mnist_openlth", 2, 938, (469,), 3, 469, 0)["rewind"].to_dict()
+    for lr_rewind, verdict in (([0.97, 0.975, 0.976], "holds here"), ([0.97, 0.96, 0.95], "does not hold here")):
+        res = {"preset": "lenet_mnist_openlth", "config": cfg, "strategies": {
+            "rewind": {"rows": rows([0.97, 0.971, 0.972])}, "lr_rewind": {"rows": rows(lr_rewind)},
+            "finetune": {"rows": rows([0.97, 0.965, 0.96])}}}
+        renda.plot(res, tmp_path / "fig.png")
+        text = renda_report.page(res, "fig.png")
+        assert f"weight rewinding\" {verdict}" in text, text
+        assert "retrains for **938 iterations**" in text and "| 2 | 64.00 | 97.20 (97.10–97.30) |" in text
+    assert (tmp_path / "fig.png").stat().st_size > 0
