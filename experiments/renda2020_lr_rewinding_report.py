@@ -33,8 +33,12 @@ def verdict(rows: dict, a: str, b: str) -> tuple[str, list[float]]:
     if not gaps:
         return "no pruned round yet", gaps
     wins = sum(g > 0 for g in gaps)
+    # the runs share each seed's θ0 and data order, so seed s of one strategy pairs with seed s of another
+    pairs = [x - y for ra, rb in zip(rows[a][1:], rows[b][1:])
+             for x, y in zip(ra["final_test_acc"], rb["final_test_acc"])]
     return (f"{NAMES[a]} − {NAMES[b]}: {np.mean(gaps):+.2f} points on average over {len(gaps)} pruned rounds "
-            f"(ahead in {wins}, behind in {sum(g < 0 for g in gaps)}), {gaps[-1]:+.2f} at the sparsest"), gaps
+            f"(ahead in {wins}, behind in {sum(g < 0 for g in gaps)}), {gaps[-1]:+.2f} at the sparsest; "
+            f"per seed, ahead in {sum(d > 0 for d in pairs)} of {len(pairs)} (round, seed) pairs"), gaps
 
 
 def page(res: dict, png: str) -> str:
