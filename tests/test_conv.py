@@ -404,6 +404,30 @@ def test_conv2_with_patch_convolutions_is_the_same_network_under_vmap():
         m._replace(module=m.module.clone(conv_impl="winograd")).init(jax.random.PRNGKey(0))
 
 
+def test_max_pool_2x2_is_flax_max_pool_bit_for_bit_ties_included():
+    """ConvNet's and VGG's pooling: the same values and the same gradient as flax's max_pool
+    (reduce_window, differentiated by select_and_scatter), bitwise, on small integers, where
+    most windows hold ties (the cotangent goes to the first maximal entry in row-major order),
+    on even and odd image sizes, eagerly and jitted."""
+    import flax.linen as nn
+
+    from ltjax.models.conv import max_pool_2x2
+
+    def ref(x):
+        return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+    rng = np.random.default_rng(0)
+    for shape in [(2, 6, 6, 3), (1, 5, 7, 2), (3, 4, 4, 1)]:
+        x = jnp.asarray(rng.integers(0, 3, shape).astype(np.float32))
+        y, vjp = jax.vjp(max_pool_2x2, x)
+        y_ref, vjp_ref = jax.vjp(ref, x)
+        g = jnp.asarray(rng.normal(size=y_ref.shape).astype(np.float32))
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(vjp(g)[0], vjp_ref(g)[0])
+        jitted = jax.jit(lambda x, g: jax.vjp(max_pool_2x2, x)[1](g)[0])(x, g)
+        np.testing.assert_array_equal(jitted, vjp_ref(g)[0])
+
+
 def test_resnet_strided_shortcut_is_the_1x1_stride2_convolution():
     """The optimization barrier before ResNet's strided 1×1 shortcut (an XLA:GPU compile abort
     otherwise) is the identity: the shortcut equals the 1×1 stride-2 convolution it stands for."""

@@ -87,6 +87,48 @@ def conv_patches(x: jax.Array, k: jax.Array) -> jax.Array:
 CONV_IMPLS = {"xla": conv_same, "patches": conv_patches}
 
 
+def _windows(x: jax.Array) -> jax.Array:
+    """``(N, H, W, C)`` → ``(N, H/2, 2, W/2, 2, C)``: the 2×2 windows (an odd last row or column dropped)."""
+    n, h, w, c = x.shape
+    return x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2×2 max pooling with stride 2 (NHWC; an odd last row or column is dropped), the same
+    function and the same gradient as ``flax.linen.max_pool(x, (2, 2), strides=(2, 2))``, bit for
+    bit, computed as a max over a reshape.
+
+    ``max_pool``'s ``reduce_window`` differentiates to XLA's ``select_and_scatter``, which XLA:CPU
+    runs about 7× slower than this (Conv-2 at batch 60: 14 vs 109 ms per pool, forward and
+    backward, measured here). The gradient here is written out: each window's cotangent goes
+    to its first maximal entry in row-major order, which is the entry ``select_and_scatter``
+    (with ``>=``) picks, so ties are resolved the same way.
+    """
+    return _windows(x).max(axis=(2, 4))
+
+
+def _pool_fwd(x):
+    y = max_pool_2x2(x)
+    return y, (x, y)
+
+
+def _pool_bwd(res, g):
+    x, y = res
+    hit = _windows(x) == y[:, :, None, :, None, :]  # (N, H/2, dy, W/2, dx, C)
+    left, right = hit[:, :, :, :, :1], hit[:, :, :, :, 1:]
+    first_in_row = jnp.concatenate([left, right & ~left], axis=4)
+    row_has = left | right
+    no_earlier_row = jnp.concatenate([jnp.ones_like(row_has[:, :, :1]), ~row_has[:, :, :1]], axis=2)
+    d = jnp.where(first_in_row & no_earlier_row, g[:, :, None, :, None, :], jnp.zeros_like(g)[:, :, None, :, None, :])
+    n, hh, ww, c = y.shape
+    d = d.reshape(n, 2 * hh, 2 * ww, c)
+    return (jnp.pad(d, ((0, 0), (0, x.shape[1] - 2 * hh), (0, x.shape[2] - 2 * ww), (0, 0))),)
+
+
+max_pool_2x2.defvjp(_pool_fwd, _pool_bwd)
+
+
 class Conv3x3(nn.Module):
     """A 3×3, stride-1, SAME convolution with bias (parameters ``kernel`` HWIO and ``bias``,
     as ``flax.linen.Conv``), computed by :func:`conv_same`."""
@@ -132,7 +174,7 @@ class ConvNet(nn.Module):
                 else:
                     conv = Conv3x3(f, kernel_init=self.kernel_init, impl=self.conv_impl, name=f"conv{n}")
                 x = nn.relu(conv(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         x = x.reshape((x.shape[0], -1))
         for i, w in enumerate(self.widths):
             x = nn.relu(nn.Dense(w, kernel_init=self.kernel_init, name=f"fc{i + 1}")(x))

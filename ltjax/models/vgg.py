@@ -15,7 +15,7 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ltjax.models.conv import Conv3x3
+from ltjax.models.conv import Conv3x3, max_pool_2x2
 
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 
@@ -30,7 +30,7 @@ class CifarVGG(nn.Module):
         n = 0
         for item in self.plan:
             if item == "M":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
                 continue
             n += 1
             x = Conv3x3(int(item), kernel_init=self.kernel_init, name=f"conv{n}")(x)
