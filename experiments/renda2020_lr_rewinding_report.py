@@ -101,6 +101,17 @@ def page(res: dict, png: str) -> str:
                 f"{100 * rows['rewind'][n - 1]['density']:.1f}% remaining): the gaps above are to be read against "
                 f"the spread between seeds, {np.median(spread):.2f} points (median over rounds and strategies of "
                 "max − min)."]
+    k = c["rewind_iteration"]
+    out += ["", "Read with care:", "",
+            *(["- With k = 0 (the recipe's), weight rewinding is resetting to θ0 (Frankle & Carbin 2018) and "
+               "learning-rate rewinding retrains on the whole schedule for the original training time, as the "
+               "paper's proposed pruning algorithm does; the "
+               "paper's weight rewinding rewinds to an early k > 0, which this study did not run."] if k == 0 else []),
+            "- Equal budgets are per round: a network kept by `lr_rewind` or `finetune` in round r has been "
+            f"trained for {c['iterations']:,} + r × {budget:,} iterations in all, one rewound by `rewind` for "
+            f"{budget:,} from θk, as in the paper.",
+            "- Two seeds, one dataset, one small network: the gaps are a direction, not an estimate of the "
+            "paper's effect sizes."]
     out += ["", "Training time on this machine (sum of the rounds' seconds, both seeds in one program; the CPU "
             "was shared with other jobs, so these are upper bounds): "
             + ", ".join(f"`{k}` {v / 60:.0f} min" for k, v in secs.items()) + ".", ""]
