@@ -35,6 +35,7 @@ MODULES = [
     ("ltjax.devices", "placing the ticket axis on devices"),
     ("ltjax.controls", "reinitialized and shuffled controls"),
     ("ltjax.snip", "SNIP and iterative SNIP"),
+    ("ltjax.at_init", "pruning at initialization: SynFlow, GraSP, inverted scores, layer collapse"),
     ("ltjax.stopping", "early stopping rules on recorded curves"),
     ("ltjax.analysis", "analysis of masks and runs"),
     ("ltjax.early", "early tickets: per-ticket functions"),

@@ -20,6 +20,9 @@ compiled program as the tickets they control for (see ``Config.controls``).
   way (the LTH-vs-SNIP report): θ0 pruned *before training* by SNIP or iterative SNIP to
   exactly the ticket's number of weights (:mod:`ltjax.snip`, built in
   :func:`ltjax.rounds.snip_masks`, since they need a minibatch of the training data).
+* ``synflow`` / ``grasp`` / ``magnitude_at_init``: the same for SynFlow, GraSP and |θ0|, and
+  ``invert``: θ0 pruned by the study's own score negated (keep the lowest, Frankle et al. 2021's
+  sanity check), at the ticket's counts (:mod:`ltjax.at_init`).
 
 The registry of controls by name (what ``Config.controls`` accepts) is
 :data:`ltjax.rounds.CONTROLS`.

@@ -171,10 +171,13 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, stop: di
 
 def make_loss(model: models.Model, mean: tuple[float, ...], std: tuple[float, ...],
               loss: Callable | None = None) -> Callable:
-    """``(params, x, y) -> mean training loss`` on raw (uint8) inputs, as the trainer computes it
-    (``loss``: your per-example loss, default softmax cross-entropy)."""
-    def mean_loss(params, x, y):
+    """``(params, x, y, temperature=1.0) -> mean training loss`` on raw (uint8) inputs, as the
+    trainer computes it (``loss``: your per-example loss, default softmax cross-entropy), on the
+    logits divided by ``temperature`` (GraSP's, :mod:`ltjax.at_init`)."""
+    def mean_loss(params, x, y, temperature=1.0):
         logits, _ = model.apply_train(params, D.normalize(x, mean, std))  # batch statistics, as in training
+        if temperature != 1.0:
+            logits = logits / temperature
         per_example, _ = loss_and_correct(logits, y, loss)
         return jnp.mean(per_example)
 

@@ -178,3 +178,63 @@ def prune(
         for i, m in zip(included, pooled):
             new[i] = m
     return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def exponential_keeps(alive: jax.Array, keep: jax.Array, steps: int) -> jax.Array:
+    """Survivor counts after each of ``steps`` steps from ``alive`` down to ``keep`` on SynFlow's
+    exponential schedule (Tanaka et al. 2020, sec. 6: density ``d^(i/steps)`` after step i of
+    ``steps``, ``d = keep / alive``): ``round(alive · d^(i/steps))``, non-increasing, the last
+    exactly ``keep``. Int32 of shape ``(steps,)``; traceable."""
+    alive, keep = jnp.asarray(alive, jnp.int32), jnp.asarray(keep, jnp.int32)
+    a = jnp.maximum(alive, 1).astype(jnp.float32)
+    frac = lax.iota(jnp.float32, steps) / steps + 1.0 / steps
+    counts = jnp.round(a * (keep.astype(jnp.float32) / a) ** frac).astype(jnp.int32)
+    return jnp.clip(counts, keep, alive).at[-1].set(keep)
+
+
+def prune_in_steps(score_fn, mask: PyTree, steps: int, *, rate: float | Mapping[str, float] | None = None,
+                   keep: int | jax.Array | Mapping[str, Any] | None = None, scope: str = "layerwise",
+                   exclude: tuple[str, ...] = ()) -> tuple[PyTree, jax.Array]:
+    """Prune ``mask`` in ``steps`` steps, calling ``score_fn(current mask) -> scores`` before each.
+
+    The target is ``rate`` (as :func:`prune`: each pool loses ``round(rate · survivors)``) or
+    ``keep`` (``global``: the pool's survivor count; ``layerwise``: ``{layer: count}``). Each
+    pool's survivors follow :func:`exponential_keeps` and end at the target exactly; every step
+    removes the lowest-scoring survivors under :func:`prune`'s ordering rule. With
+    ``steps=1`` and a ``rate`` this is ``prune(score_fn(mask), mask, rate, ...)``.
+
+    Returns ``(new mask, finite)``: ``finite`` is whether every step's scores were finite.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
+    if (rate is None) == (keep is None):
+        raise ValueError("prune_in_steps takes exactly one of rate= and keep=")
+    finite = lambda s: jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(s)] or [True]))  # noqa: E731
+    if steps == 1 and rate is not None:
+        s = score_fn(mask)
+        return prune(s, mask, rate, scope=scope, exclude=exclude), finite(s)
+    treedef, names, leaves, included = _pool(mask, exclude)
+    if scope == "global" and isinstance(rate, Mapping):
+        raise ValueError("global pruning takes one rate (a float), not per-layer rates")
+    pools = [[i] for i in included] if scope == "layerwise" else ([included] if included else [])
+    schedules = []
+    for pool in pools:
+        alive = sum(jnp.sum(leaves[i], dtype=jnp.int32) for i in pool)
+        if rate is not None:
+            target = alive - prune_count(alive, _rate_for(names[pool[0]], rate))
+        else:
+            target = keep[names[pool[0]]] if isinstance(keep, Mapping) else keep
+        schedules.append(exponential_keeps(alive, target, steps))
+    if not pools:
+        return mask, finite(score_fn(mask))
+
+    def step(current, keeps):
+        flat_s = treedef.flatten_up_to(score_fn(jax.tree_util.tree_unflatten(treedef, current)))
+        new = list(current)
+        for j, pool in enumerate(pools):
+            for i, m in zip(pool, _prune_pool([flat_s[i] for i in pool], [current[i] for i in pool], keep=keeps[j])):
+                new[i] = m
+        return new, finite([flat_s[i] for i in included])
+
+    out, ok = lax.scan(step, leaves, jnp.stack(schedules, axis=1))
+    return jax.tree_util.tree_unflatten(treedef, out), jnp.all(ok)

@@ -130,26 +130,29 @@ def all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
 
 
-def _with_batch(name: str, loss_fn: Callable | None) -> Callable:
+def _with_batch(name: str, loss_fn: Callable | None, model: Any) -> Callable:
     """Score ``name`` as ``(params, mask, x, y) -> scores``, whether or not it reads the batch."""
     fn = scores.get(name)
     if name not in scores.NEEDS_BATCH:
         return lambda p, m, x, y: fn(p, m)
-    return lambda p, m, x, y: fn(p, m, scores.Batch(loss_fn, x, y))
+    return lambda p, m, x, y: fn(p, m, scores.Batch(loss_fn, x, y, model))
 
 
 @functools.lru_cache(maxsize=None)
 def _pruner(score_names: tuple[str, ...], scope: str, exclude: tuple[str, ...], rates: Any,
-            loss_fn: Callable | None) -> Callable:
-    fns = [_with_batch(n, loss_fn) for n in score_names]
+            loss_fn: Callable | None, model: Any) -> Callable:
+    fns = [_with_batch(n, loss_fn, model) for n in score_names]
+    steps = [scores.STEPS.get(n, 1) for n in score_names]
     rate = dict(rates) if isinstance(rates, tuple) else rates
 
     def one(params, mask, fallback, frozen, which, x, y):
-        # Each ticket's own score (a select under vmap when the study mixes scores).
-        s = fns[0](params, mask, x, y) if len(fns) == 1 else jax.lax.switch(which, fns, params, mask, x, y)
-        new = pruning.prune(s, mask, rate, scope=scope, exclude=exclude)
+        # Each ticket's own score, in its own number of rescoring steps (SynFlow: 100), a select
+        # under vmap when the study mixes scores.
+        by = [functools.partial(pruning.prune_in_steps, lambda m, f=f: f(params, m, x, y), mask, n, rate=rate,
+                                scope=scope, exclude=exclude) for f, n in zip(fns, steps)]
+        new, finite = by[0]() if len(by) == 1 else jax.lax.switch(which, by)
         # A diverged ticket (non-finite scores) or a frozen one never gets a NaN-driven mask.
-        keep_new = all_finite(s) & ~frozen
+        keep_new = finite & ~frozen
         return jax.tree.map(lambda n, f: None if n is None else jnp.where(keep_new, n, f),
                             new, fallback, is_leaf=lambda x: x is None)
 
@@ -178,7 +181,8 @@ def next_mask(config, params: PyTree, mask: PyTree, r: int,
     if needs and batch is None:
         raise ValueError(f"score {needs[0]!r} needs a minibatch: pass batch= (ltjax.rounds.score_batch)")
     x, y = (batch.x, batch.y) if needs else (jnp.zeros(T), jnp.zeros(T))
-    return _pruner(names, config.scope, tuple(config.exclude), key, batch.loss_fn if needs else None)(
+    return _pruner(names, config.scope, tuple(config.exclude), key, batch.loss_fn if needs else None,
+                   batch.model if needs else None)(
         params, mask, mask if fallback is None else fallback, frozen, which, x, y)
 
 
@@ -189,7 +193,7 @@ def score_batch(ctx: "Context") -> scores.Batch | None:
         return None
     n, B = ctx.data.x_train.shape[0], ctx.config.batch_size
     idx = jax.vmap(lambda k: batch_indices(k, n, B, jnp.int32(0)))(ctx.data_keys)
-    return scores.Batch(ctx.loss_fn, ctx.data.x_train[idx], ctx.data.y_train[idx])
+    return scores.Batch(ctx.loss_fn, ctx.data.x_train[idx], ctx.data.y_train[idx], ctx.model)
 
 
 # -- mask policies -----------------------------------------------------------------------------
@@ -400,3 +404,6 @@ def concat(*trees: PyTree) -> PyTree:
     """Stack ticket blocks along the ticket axis (``None`` mask leaves stay ``None``)."""
     return jax.tree.map(lambda *xs: None if xs[0] is None else jnp.concatenate(xs), *trees,
                         is_leaf=lambda x: x is None)
+
+
+from ltjax import at_init  # noqa: E402,F401  registers the synflow and grasp scores and controls

@@ -42,15 +42,18 @@ ScoreFn = Callable[[PyTree, PyTree], PyTree]
 
 
 class Batch(NamedTuple):
-    """What a data-dependent score sees: ``loss_fn(params, x, y) -> mean loss`` (as the trainer
-    computes it) and one minibatch ``x, y``."""
+    """What a data-dependent score sees: ``loss_fn(params, x, y, temperature=1.0) -> mean loss``
+    (as the trainer computes it; ``temperature`` divides the logits, GraSP's), one minibatch
+    ``x, y``, and the study's :class:`ltjax.models.Model` (SynFlow's data-free forward pass)."""
 
     loss_fn: Callable
     x: Any
     y: Any
+    model: Any = None
 
 
 NEEDS_BATCH: set[str] = set()  # scores called fn(params, mask, batch)
+STEPS: dict[str, int] = {}  # rescoring steps of every pruning by a score (SynFlow: 100)
 
 
 def magnitude(params: PyTree, mask: PyTree) -> PyTree:
@@ -139,14 +142,19 @@ def per_layer(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> ScoreFn:
     return _per_layer(fn)
 
 
-def register(name: str, fn: ScoreFn, *, replace: bool = False, needs_batch: bool = False) -> None:
+def register(name: str, fn: ScoreFn, *, replace: bool = False, needs_batch: bool = False, steps: int = 1) -> None:
     """Make ``fn(params, mask) -> scores`` available by name (``Config(score=name)``,
     ``scores=(..., name)``, :func:`get`). Higher scores survive. A name already taken raises
     unless ``replace``. ``needs_batch``: ``fn(params, mask, batch)`` with a :class:`Batch`.
+    ``steps``: every pruning by this score is done in that many steps, rescored with the
+    current mask before each (:func:`ltjax.pruning.prune_in_steps`, SynFlow's schedule).
     Registration lives in this process: register before ``lottery.run`` (the ``ltjax``
     command line sees only the built-in scores)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"score {name!r}: steps must be a positive integer, got {steps!r}")
     registry.add(SCORES, "score", name, fn, replace, "a function (params, mask) -> scores")
     (NEEDS_BATCH.add if needs_batch else NEEDS_BATCH.discard)(name)
+    STEPS[name] = steps
 
 
 def get(name: str) -> ScoreFn:
