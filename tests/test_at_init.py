@@ -15,7 +15,7 @@ from ltjax.config import Config
 from ltjax.train import loss_and_correct
 
 
-def _bias_free(widths, inputs, outputs):
+def _mlp(widths, inputs, outputs):  # Flax initializes biases to 0: bias-free at θ0
     return models.mlp(widths, input_shape=(inputs,), num_outputs=outputs, init="glorot_normal")
 
 
@@ -32,7 +32,7 @@ def test_synflow_two_layer_case_by_hand():
     # R = 1ᵀ |W2|ᵀ |W1|ᵀ 1 for x = 1 (Flax kernels are (in, out)); ReLU is the identity on
     # non-negative values. Score of W1[i, j] = |W1[i, j]| · (Σ_k |W2[j, k]|) (input 1),
     # score of W2[j, k] = (Σ_i |W1[i, j]|) · |W2[j, k]|.
-    model = _bias_free((2,), 3, 2)
+    model = _mlp((2,), 3, 2)
     w1 = jnp.array([[1.0, -2.0], [0.5, 3.0], [-1.0, 0.0]])
     w2 = jnp.array([[2.0, -1.0], [0.25, 4.0]])
     params = {"fc1": {"kernel": w1, "bias": jnp.zeros(2)}, "out": {"kernel": w2, "bias": jnp.zeros(2)}}
@@ -53,7 +53,7 @@ def test_synflow_two_layer_case_by_hand():
 def test_synflow_conserves_flow_per_layer_without_biases():
     # Tanaka et al., Theorem 2 (network-wise conservation): the synaptic saliency summed over any
     # layer that separates input from output is the same; for SynFlow every layer's sum is R.
-    model = _bias_free((20, 12, 7), 10, 4)
+    model = _mlp((20, 12, 7), 10, 4)
     params = _zero_biases(model.init(jax.random.PRNGKey(3)))
     dense = M.make_mask(params, model.is_prunable)
     mask = pruning.prune(scores.magnitude(params, dense), dense, 0.6, scope="global")
@@ -68,7 +68,7 @@ def test_synflow_iterative_reaches_exact_counts_on_the_exponential_schedule():
     keeps = np.asarray(pruning.exponential_keeps(1000, 10, 100))
     assert keeps[-1] == 10 and np.all(np.diff(keeps) <= 0) and keeps[0] == round(1000 * 0.01 ** 0.01)
     np.testing.assert_array_equal(keeps[[49]], [100])  # density 0.01^(50/100) = 0.1
-    model = _bias_free((30, 20), 12, 5)
+    model = _mlp((30, 20), 12, 5)
     params = model.init(jax.random.PRNGKey(0))
     dense = M.make_mask(params, model.is_prunable)
     total = sum(M.size(dense).values())
@@ -233,3 +233,24 @@ def test_synflow_and_grasp_controls_beside_imp_tickets(tmp_path):
     kept = np.asarray(sum(jax.vmap(M.count)(jax.tree.map(jnp.asarray, run.rounds[1].mask)).values()))
     for name in ("synflow", "grasp", "magnitude_at_init", "snip"):
         np.testing.assert_array_equal(_remaining(run.rounds[1].metrics["controls"][name])[0], kept)
+
+
+def test_prune_at_init_results_page_from_a_made_up_study():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import prune_at_init as study
+
+    row = {"density": 0.01, "test_acc": 0.9, "collapsed": False, "shuffle": 0.91, "reinit": 0.89, "invert": 0.5}
+    res = {"settings": {"iterations": 100, "eval_every": 50, "densities": [0.01], "seeds": 1,
+                        "collapse_densities": [0.1, 0.001]},
+           "methods": {"snip": {"dense_test_acc": 0.97, "rounds": [row], "wall_s": 3.0},
+                       "random": {"dense_test_acc": 0.97, "rounds": [{**row, "invert": None}], "wall_s": 2.0}},
+           "collapse": {"snip": {"largest_compression": 10.0,
+                                 "survivors": {"0.1": {"fc1": 5, "out": 2}, "0.001": {"fc1": 0, "out": 1}}}},
+           "collapse_wall_s": 1.0, "verdicts": {"invert": "yes"}}
+    text = study.page(res)
+    assert "| snip | 1.00% | 90.00 | 91.00 | 89.00 | 50.00 | no |" in text
+    assert "| random | 1.00% | 90.00 | 91.00 | 89.00 | – | no |" in text
+    assert "| snip | 5, 2 | 0, 1 | 10x |" in text
+    assert "| yes |" in text and "not judged" in text
