@@ -18,6 +18,16 @@ CLAIMS = [
     ("Renda, Frankle & Carbin 2020, abstract", "Both rewinding techniques outperform fine-tuning."),
 ]
 
+# Further networks run by the same script (``--preset``), with what their runs shortened.
+FURTHER = {
+    "conv2_fashion_mnist_early": (
+        "Conv-2 / Fashion-MNIST (small CPU scale)",
+        "The preset trains 4,580 iterations (5 epochs) with 10x drops at 2,748 and 3,664; here one epoch "
+        "with one drop, and the preset's 80% pruning per round, so round r keeps 20%^r of the weights. Its "
+        "5,000-image validation split selects nothing.",
+    ),
+}
+
 
 def cell(r: dict) -> str:
     if r["mean"] is None:
@@ -41,7 +51,50 @@ def verdict(rows: dict, a: str, b: str) -> tuple[str, list[float]]:
             f"per seed, ahead in {sum(d > 0 for d in pairs)} of {len(pairs)} (round, seed) pairs"), gaps
 
 
-def page(res: dict, png: str) -> str:
+def table(rows: dict, n: int, png: str) -> list[str]:
+    out = ["| round | % remaining | rewind | lr_rewind | finetune | lr_rewind − rewind | finetune − rewind |",
+           "|---|---|---|---|---|---|---|"]
+    for i in range(n):
+        w, l, f = rows["rewind"][i], rows["lr_rewind"][i], rows["finetune"][i]
+        gap = lambda x: "—" if i == 0 or x["mean"] is None or w["mean"] is None else f"{100 * (x['mean'] - w['mean']):+.2f}"  # noqa: E731
+        out.append(f"| {i} | {100 * w['density']:.2f} | {cell(w)} | {cell(l)} | {cell(f)} | {gap(l)} | {gap(f)} |")
+    return out + ["", f"![accuracy vs sparsity]({png})", ""]
+
+
+def holds(rows: dict, n: int, seeds: int) -> list[str]:
+    out = ["**Does it hold here?**", ""]
+    for a, b in (("lr_rewind", "rewind"), ("rewind", "finetune"), ("lr_rewind", "finetune")):
+        out.append(f"- {verdict(rows, a, b)[0]}.")
+    gaps = verdict(rows, "lr_rewind", "rewind")[1]
+    spread = [100 * (r["max"] - r["min"]) for v in rows.values() for r in v[1:n] if r["mean"] is not None]
+    if gaps:
+        ok = np.mean(gaps) > 0 and sum(g > 0 for g in gaps) > sum(g < 0 for g in gaps)
+        out += ["", f"**\"Learning rate rewinding outperforms weight rewinding\" {'holds' if ok else 'does not hold'} "
+                f"here** ({seeds} seed{'s' if seeds != 1 else ''}, {n - 1} pruned rounds down to "
+                f"{100 * rows['rewind'][n - 1]['density']:.1f}% remaining)"
+                + (f": the gaps above are to be read against the spread between seeds, {np.median(spread):.2f} "
+                   "points (median over rounds and strategies of max − min)." if seeds > 1 else
+                   "; one seed, so no spread between seeds to read the gaps against.")]
+    return out + [""]
+
+
+def section(res: dict, png: str, label: str, note: str) -> list[str]:
+    """A further network's results: its settings, table and verdict (the budget rule as above)."""
+    c, rows = res["config"], {k: v["rows"] for k, v in res["strategies"].items()}
+    n = min(len(v) for v in rows.values())
+    drops = ", ".join(f"{t:,}" for t in c["lr_drops"]) or "none"
+    secs = {k: sum(r["seconds"] for r in v) for k, v in rows.items()}
+    return [f"## {label}", "",
+            f"Preset `{res['preset']}` at CPU scale: {c['seeds']} seed(s), **{c['iterations']:,} iterations per round** "
+            f"({c['iterations'] - c['rewind_iteration']:,} retraining iterations per round r ≥ 1 for every strategy), "
+            f"{c['optimizer']} at lr {c['lr']} × {c['lr_drop_factor']} at iteration(s) {drops}, k = "
+            f"{c['rewind_iteration']}, {c['scope']} magnitude pruning {100 * c['prune_rate']:.0f}% per round, "
+            f"{n} of {c['rounds']} rounds done. {note} Accuracy: test accuracy at the end of each round's retraining.",
+            "", *table(rows, n, png), *holds(rows, n, c["seeds"]),
+            "Training time: " + ", ".join(f"`{k}` {v / 60:.0f} min" for k, v in secs.items()) + ".", ""]
+
+
+def page(res: dict, png: str, extra: list[str] = ()) -> str:
     c = res["config"]
     s = res["strategies"]
     rows = {k: v["rows"] for k, v in s.items()}
@@ -82,25 +135,8 @@ def page(res: dict, png: str) -> str:
         "mean over seeds with the range (min–max) in brackets; nothing is selected on the test set. "
         "% remaining counts all prunable weights (the output layer, never pruned, included).", "",
         "## LeNet-300-100 / MNIST", "",
-        "| round | % remaining | rewind | lr_rewind | finetune | lr_rewind − rewind | finetune − rewind |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for i in range(n):
-        w, l, f = rows["rewind"][i], rows["lr_rewind"][i], rows["finetune"][i]
-        gap = lambda x: "—" if i == 0 or x["mean"] is None or w["mean"] is None else f"{100 * (x['mean'] - w['mean']):+.2f}"  # noqa: E731
-        out.append(f"| {i} | {100 * w['density']:.2f} | {cell(w)} | {cell(l)} | {cell(f)} | {gap(l)} | {gap(f)} |")
-    out += ["", f"![accuracy vs sparsity]({png})", "", "## Does it hold here?", ""]
-    for a, b in (("lr_rewind", "rewind"), ("rewind", "finetune"), ("lr_rewind", "finetune")):
-        out.append(f"- {verdict(rows, a, b)[0]}.")
-    gaps = verdict(rows, "lr_rewind", "rewind")[1]
-    spread = [100 * (r["max"] - r["min"]) for v in rows.values() for r in v[1:n] if r["mean"] is not None]
-    if gaps:
-        holds = np.mean(gaps) > 0 and sum(g > 0 for g in gaps) > sum(g < 0 for g in gaps)
-        out += ["", f"**\"Learning rate rewinding outperforms weight rewinding\" {'holds' if holds else 'does not hold'} "
-                f"here** ({c['seeds']} seeds, {n - 1} pruned rounds down to "
-                f"{100 * rows['rewind'][n - 1]['density']:.1f}% remaining): the gaps above are to be read against "
-                f"the spread between seeds, {np.median(spread):.2f} points (median over rounds and strategies of "
-                "max − min)."]
+    out += table(rows, n, png) + holds(rows, n, c["seeds"])
     k = c["rewind_iteration"]
     out += ["", "Read with care:", "",
             *(["- With k = 0 (the recipe's), weight rewinding is resetting to θ0 (Frankle & Carbin 2018) and "
@@ -110,11 +146,11 @@ def page(res: dict, png: str) -> str:
             "- Equal budgets are per round: a network kept by `lr_rewind` or `finetune` in round r has been "
             f"trained for {c['iterations']:,} + r × {budget:,} iterations in all, one rewound by `rewind` for "
             f"{budget:,} from θk, as in the paper.",
-            "- Two seeds, one dataset, one small network: the gaps are a direction, not an estimate of the "
+            f"- {c['seeds']} seeds, one dataset, one small network: the gaps are a direction, not an estimate of the "
             "paper's effect sizes."]
     out += ["", "Training time on this machine (sum of the rounds' seconds, both seeds in one program; the CPU "
             "was shared with other jobs, so these are upper bounds): "
-            + ", ".join(f"`{k}` {v / 60:.0f} min" for k, v in secs.items()) + ".", ""]
+            + ", ".join(f"`{k}` {v / 60:.0f} min" for k, v in secs.items()) + ".", "", *extra]
     return "\n".join(out)
 
 
@@ -127,7 +163,13 @@ def main(argv=None):
     res = json.loads((Path(a.results) / f"{a.preset}.json").read_text())
     out = Path(a.out)
     png = Path(a.results) / f"{a.preset}.png"
-    out.write_text(page(res, str(png.relative_to(out.parent)) if png.is_relative_to(out.parent) else str(png)))
+    rel = lambda p: str(p.relative_to(out.parent)) if p.is_relative_to(out.parent) else str(p)  # noqa: E731
+    extra = []
+    for preset, (label, note) in FURTHER.items():
+        f = Path(a.results) / f"{preset}.json"
+        if f.exists():
+            extra += section(json.loads(f.read_text()), rel(f.with_suffix(".png")), label, note)
+    out.write_text(page(res, rel(png), extra))
     print(f"wrote {out}")
 
 
