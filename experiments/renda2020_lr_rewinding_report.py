@@ -138,7 +138,7 @@ def page(res: dict, png: str, extra: list[str] = ()) -> str:
     ]
     out += table(rows, n, png) + holds(rows, n, c["seeds"])
     k = c["rewind_iteration"]
-    out += ["", "Read with care:", "",
+    out += ["Read with care:", "",
             *(["- With k = 0 (the recipe's), weight rewinding is resetting to θ0 (Frankle & Carbin 2018) and "
                "learning-rate rewinding retrains on the whole schedule for the original training time, as the "
                "paper's proposed pruning algorithm does; the "
@@ -169,6 +169,11 @@ def main(argv=None):
         f = Path(a.results) / f"{preset}.json"
         if f.exists():
             extra += section(json.loads(f.read_text()), rel(f.with_suffix(".png")), label, note)
+        else:
+            extra += [f"## {label}", "", "Not run yet: on this shared CPU one round of 916 iterations took over 7 "
+                      "minutes, too long for the session that made this page. To run it: `python "
+                      f"experiments/renda2020_lr_rewinding.py --preset {preset} --seeds 1 --iterations 916 "
+                      "--lr-drops 687 --eval-every 229 --rounds 4`, then this report.", ""]
     out.write_text(page(res, rel(png), extra))
     print(f"wrote {out}")
 
