@@ -17,12 +17,13 @@ scores ``|θ| ⊙ m ⊙ ∂R/∂w`` (``w = |θ| ⊙ m``). It prunes globally in 
 
 Overflow: ``R`` is a product over layers, so a deep network overflows float32 (or underflows).
 ltjax computes in float32 and, when ``R`` falls outside ``[1e-30, 1e30]``, recomputes with each
-prunable kernel divided by ``c_l = Σ|w_l| / fan_out_l`` (its mean row sum, so an all-ones input
-stays O(1) through the layers). For a network whose linearized output is homogeneous of degree
-1 in each kernel (a chain of dense/conv layers with ReLU, pooling and eval-mode batch norm, and
-zero biases, as at a default Flax initialization) that divides every score by the same
-``Π c_l``: the ranking, hence the mask, is unchanged. Residual networks (paths that skip
-layers) get exact scores only while ``R`` stays in range, which it does at CIFAR scale.
+prunable kernel divided by ``c_l = Σ|w_l| / fan_out_l`` (the summed incoming ``|w|`` of an
+output unit, averaged over the layer's output units, so an all-ones input stays O(1) through
+the layers). For a network whose linearized output is homogeneous of degree 1 in each kernel
+(a chain of dense/conv layers with ReLU, pooling and eval-mode batch norm, and zero biases, as
+at a default Flax initialization) that divides every score by the same ``Π c_l``: the ranking,
+hence the mask, is unchanged. Residual networks (paths that skip layers) get exact scores only
+while ``R`` stays in range; out of range their rescaled ranking is an approximation.
 
 **GraSP** (Wang, Zhang & Grosse 2020, "Picking Winning Tickets Before Training by Preserving
 Gradient Flow", eq. 8 and Algorithm 1; their public code ``pruner/GraSP.py``): with ``g`` the
@@ -95,7 +96,7 @@ def synflow_scores(apply_fn: Callable, params: PyTree, mask: PyTree, input_shape
         return r, jax.tree.map(lambda m, gj, c: None if m is None else jnp.where(m, gj * c, 0.0),
                                mask, g, gates, is_leaf=_is_none)
 
-    def scale(m, p):  # 1 / (mean row sum), 1 for an empty layer
+    def scale(m, p):  # 1 / c_l (the last axis is the output units), 1 for an empty layer
         if m is None:
             return None
         total = jnp.sum(jnp.where(m, p, 0.0))
