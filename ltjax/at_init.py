@@ -23,7 +23,8 @@ the layers). For a network whose linearized output is homogeneous of degree 1 in
 (a chain of dense/conv layers with ReLU, pooling and eval-mode batch norm, and zero biases, as
 at a default Flax initialization) that divides every score by the same ``Π c_l``: the ranking,
 hence the mask, is unchanged. Residual networks (paths that skip layers) get exact scores only
-while ``R`` stays in range; out of range their rescaled ranking is an approximation.
+while ``R`` stays in range (at θ0, ltjax's CIFAR ``resnet20`` gives ``R ≈ 1.4e25`` and ``vgg16``
+``≈ 3e22``: in range); out of range their rescaled ranking is an approximation.
 
 **GraSP** (Wang, Zhang & Grosse 2020, "Picking Winning Tickets Before Training by Preserving
 Gradient Flow", eq. 8 and Algorithm 1; their public code ``pruner/GraSP.py``): with ``g`` the
