@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax import data as D
-from ltjax import early, identity, lottery, store
+from ltjax import early, identity, lottery, models, store
 from ltjax import masks as M
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
@@ -167,7 +167,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
             store.write_json(s_path, settings)
         if not (d / "epoch_000").exists():
             nan = np.full(config.seeds, np.nan, np.float32)
-            write_epoch(0, jax.jit(jax.vmap(model.init))(init_keys), {"test_acc": nan, "val_acc": nan})
+            write_epoch(0, models.run_init(jax.vmap(model.init), init_keys), {"test_acc": nan, "val_acc": nan})
         last, params, opt_state = _resume_point(d, config, model, mesh, write_epoch)
         if last < epochs:
             log(f"{d}: {'resuming at' if last else 'starting at'} epoch {last + 1} of {epochs}, "

@@ -329,7 +329,7 @@ def partial_reinit_theta0(config: Config, model: models.Model, init_keys: jax.Ar
     src = _partial_reinit_source(config)
     r = config.partial_reinit_round
     keep = common_mask(config, jax.tree.map(jnp.asarray, src.rounds[r].mask))
-    fresh = jax.jit(jax.vmap(model.init))(jax.vmap(lambda k: jax.random.fold_in(k, 0x9E37))(init_keys))
+    fresh = models.run_init(jax.vmap(model.init), jax.vmap(lambda k: jax.random.fold_in(k, 0x9E37))(init_keys))
     old = jax.tree.map(jnp.asarray, src.theta0)
     return jax.tree.map(lambda m, a, b: b if m is None else jnp.where(m, a, b), keep, old, fresh,
                         is_leaf=lambda x: x is None)
@@ -404,9 +404,9 @@ def init_theta0(config: Config, model: models.Model, init_keys: jax.Array) -> Py
     """θ0 of every ticket: ``model.init`` of its key, or with ``sweep=init_std`` the same unit
     draws scaled to the ticket's std (:func:`ltjax.models.init_with_std`), all in one program."""
     if config.sweep != "init_std":
-        return jax.jit(jax.vmap(model.init))(init_keys)
+        return models.run_init(jax.vmap(model.init), init_keys)
     stds = jnp.asarray(config.ticket_sweep(), jnp.float32)
-    return jax.jit(jax.vmap(lambda k, s: models.init_with_std(model, k, s)))(init_keys, stds)
+    return models.run_init(jax.vmap(lambda k, s: models.init_with_std(model, k, s)), init_keys, stds)
 
 
 def _theta_k_step(config: Config) -> int:

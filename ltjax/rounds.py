@@ -329,8 +329,8 @@ def _reinit(ctx, keys, start, mask, source, copy):
     if ctx.config.sweep == "init_std":  # each ticket's own std
         stds = jnp.asarray(ctx.config.ticket_sweep(), jnp.float32)
         init = lambda k, m, s: controls.reinit(k, lambda kk: models.init_with_std(ctx.model, kk, s), m)  # noqa: E731
-        return jax.jit(jax.vmap(init))(keys, mask, stds), mask
-    return jax.jit(jax.vmap(lambda k, m: controls.reinit(k, ctx.model.init, m)))(keys, mask), mask
+        return models.run_init(jax.vmap(init), keys, mask, stds), mask
+    return models.run_init(jax.vmap(lambda k, m: controls.reinit(k, ctx.model.init, m)), keys, mask), mask
 
 
 def _shuffle(ctx, keys, start, mask, source, copy):

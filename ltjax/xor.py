@@ -106,26 +106,12 @@ def init_trials(model: models.Model, key: jax.Array, trials: int) -> tuple[PyTre
     weights are ``model.init(split(key, trials)[t])``.
     """
     keys = jax.random.split(key, trials)
-    theta0 = _compiled_init(model, keys)(keys)
+    theta0 = models.run_init(jax.vmap(model.init), keys)
     # all ones on the kernels, None on the biases (M.make_mask's rule), built on the host
     mask = jax.tree_util.tree_map_with_path(
         lambda p, a: np.ones(a.shape, bool) if model.is_prunable(p, jax.ShapeDtypeStruct(a.shape[1:], a.dtype)) else None,
         theta0)
     return theta0, mask, keys
-
-
-def _compiled_init(model: models.Model, keys: jax.Array):
-    """``vmap(model.init)``, compiled at XLA:CPU's backend optimization level 1: at the default
-    level LLVM spends ~3 s per width on the unrolled threefry hash of the two initializers
-    (0.7 s at level 1). The initial weights are the same bits either way on this machine (JAX
-    evaluates op by op the same values; tested). Other backends compile as usual."""
-    lowered = jax.jit(jax.vmap(model.init)).lower(keys)
-    if jax.default_backend() == "cpu":
-        try:
-            return lowered.compile(compiler_options={"xla_backend_optimization_level": 1})
-        except (TypeError, ValueError):  # a JAX without per-program compiler options
-            pass
-    return lowered.compile()
 
 
 def make_train_fn(model: models.Model, *, lr: float = LEARNING_RATE, iterations: int = ITERATIONS) -> TrainFn:
