@@ -48,7 +48,7 @@ def test_trainer_with_augmentation_is_deterministic_and_differs_from_none():
     ds = Dataset("t", x, y, x[:0], y[:0], x[:20], y[:20], (0.5,) * 3, (0.25,) * 3, 10)
     model = models.mlp((16,), input_shape=(8, 8, 3))
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    params = jax.jit(jax.vmap(model.init))(keys)
+    params = models.run_init(jax.vmap(model.init), keys)
     from ltjax import masks as M
 
     mask = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(params)

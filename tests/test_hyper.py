@@ -77,10 +77,10 @@ def test_an_init_std_sweep_in_one_program_equals_each_std_built_alone():
     stds = jnp.asarray([0.05, 0.1, 0.3])
     unit = models.mlp((32, 16), input_shape=(8, 8, 1), init="trunc_normal", init_std=1.0)
     keys = jax.random.split(jax.random.PRNGKey(4), 3)
-    swept = jax.jit(jax.vmap(lambda k, s: models.init_with_std(unit, k, s)))(keys, stds)
+    swept = models.run_init(jax.vmap(lambda k, s: models.init_with_std(unit, k, s)), keys, stds)
     for i, s in enumerate(np.asarray(stds).tolist()):
         alone = models.mlp((32, 16), input_shape=(8, 8, 1), init="trunc_normal", init_std=s)
-        ref = jax.jit(jax.vmap(alone.init))(keys)
+        ref = models.run_init(jax.vmap(alone.init), keys)
         for a, b in zip(jax.tree.leaves(swept), jax.tree.leaves(ref)):
             np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b)[i])
     with pytest.raises(ValueError, match="trunc_normal.*init_std=1"):

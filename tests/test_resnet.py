@@ -13,9 +13,13 @@ from ltjax.models.resnet import CifarResNet, Conv
 from ltjax.train import TrainSpec, device_data, make_trainer
 
 
+def _sizes(m):
+    """Weights per prunable layer, from the parameters' shapes (nothing is drawn or compiled)."""
+    return M.size(M.make_mask(jax.eval_shape(m.init, jax.random.PRNGKey(0)), m.is_prunable))
+
+
 def test_resnet20_weight_count_by_hand():
-    m = models.resnet20()
-    sizes = M.size(M.make_mask(m.init(jax.random.PRNGKey(0)), m.is_prunable))
+    sizes = _sizes(models.resnet20())
     stem = 3 * 3 * 3 * 16
     seg1 = 6 * (3 * 3 * 16 * 16)
     seg2 = 3 * 3 * 16 * 32 + 5 * (3 * 3 * 32 * 32) + 16 * 32  # + the 1x1 shortcut
@@ -23,8 +27,7 @@ def test_resnet20_weight_count_by_hand():
     out = 64 * 10
     assert sum(sizes.values()) == stem + seg1 + seg2 + seg3 + out == 270_896
     assert len(sizes) == 1 + 18 + 2 + 1  # stem, 18 block convs, 2 shortcuts, output
-    m56 = models.resnet56()
-    assert len(M.size(M.make_mask(m56.init(jax.random.PRNGKey(0)), m56.is_prunable))) == 1 + 54 + 2 + 1
+    assert len(_sizes(models.resnet56())) == 1 + 54 + 2 + 1
 
 
 @pytest.mark.parametrize("size", [3, 1])
@@ -50,24 +53,24 @@ def _tiny_study(n: int, data_seed: int, key_seed: int):
     y = rng.integers(0, 10, n).astype(np.int32)
     ds = Dataset("t", x, y, x[:0], y[:0], x[:16], y[:16], (0.5,) * 3, (0.25,) * 3, 10)
     keys = jax.random.split(jax.random.PRNGKey(key_seed), 2)
-    params = jax.jit(jax.vmap(m.init))(keys)
+    params = models.run_init(jax.vmap(m.init), keys)
     return m, ds, keys, params, jax.vmap(lambda p: M.make_mask(p, m.is_prunable))(params)
 
 
 def test_batch_stats_are_state_not_weights():
     m = _tiny()
-    p = m.init(jax.random.PRNGKey(0))
+    p = models.run_init(m.init, jax.random.PRNGKey(0))
     mask = M.make_mask(p, m.is_prunable)
     assert all(v is None for v in jax.tree.leaves(mask["batch_stats"], is_leaf=lambda v: v is None))
     assert mask["bn"]["scale"] is None and mask["conv"]["kernel"] is not None
     x = jnp.asarray(np.random.default_rng(0).normal(2.0, 1.0, size=(8, 16, 16, 3)), jnp.float32)
-    logits, new = m.apply_train(p, x)
+    logits, new = jax.jit(m.apply_train)(p, x)  # one program each (op by op compiles a program per layer)
     # running mean moves 10% of the way to the batch mean (PyTorch momentum 0.1); weights unchanged
     conv_out = lax.conv_general_dilated(x, p["conv"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(new["batch_stats"]["bn"]["mean"], 0.1 * conv_out.mean(axis=(0, 1, 2)), rtol=1e-4,
                                atol=1e-5)
     np.testing.assert_array_equal(new["conv"]["kernel"], p["conv"]["kernel"])
-    assert not np.allclose(m.apply(p, x), logits)  # eval uses running statistics, train the batch's
+    assert not np.allclose(jax.jit(m.apply)(p, x), logits)  # eval uses running statistics, train the batch's
 
 
 def test_trainer_updates_running_stats_and_keeps_pruned_weights_zero():
@@ -108,20 +111,21 @@ def test_resnet20_preset_rewinds_weights_and_statistics(tmp_path, monkeypatch):
 
 def test_vgg16_weight_count_and_forward():
     m = models.vgg16()
-    p = m.init(jax.random.PRNGKey(0))
+    # shapes only, traced (no 14.7M weights drawn, no program compiled): tracing the forward
+    # passes checks every layer's input and output shapes as running them would
+    p = jax.eval_shape(m.init, jax.random.PRNGKey(0))
     sizes = M.size(M.make_mask(p, m.is_prunable))
     chans = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
     conv = sum(9 * a * b for a, b in zip(chans, chans[1:]))
     assert sum(sizes.values()) == conv + 512 * 10 == 14_715_584  # ~14.7M, as OpenLTH reports
     assert list(sizes)[:2] == ["conv1", "conv10"] and "out" in sizes and len(sizes) == 14
     x = jnp.zeros((2, 32, 32, 3))
-    assert m.apply(p, x).shape == (2, 10) and m.apply_train(p, x)[0].shape == (2, 10)
+    assert jax.eval_shape(m.apply, p, x).shape == (2, 10) and jax.eval_shape(m.apply_train, p, x)[0].shape == (2, 10)
     assert "bn13" in p["batch_stats"]
 
 
 def _kernel_count(m):
-    p = jax.eval_shape(m.init, jax.random.PRNGKey(0))
-    return sum(M.size(M.make_mask(p, m.is_prunable)).values())
+    return sum(_sizes(m).values())
 
 
 def test_imagenet_resnets_match_torchvision_counts():
@@ -135,20 +139,21 @@ def test_imagenet_resnets_match_torchvision_counts():
     # the TinyImageNet form: a 3x3 stem instead of 7x7 (9·3·64 instead of 49·3·64 weights)
     small = models.resnet18(num_outputs=1000)
     assert _kernel_count(small) == 11_678_912 - 49 * 3 * 64 + 9 * 3 * 64
-    p = small.init(jax.random.PRNGKey(0))
-    assert small.apply(p, jnp.zeros((1, 32, 32, 3))).shape == (1, 1000)
+    p = jax.eval_shape(small.init, jax.random.PRNGKey(0))
+    assert jax.eval_shape(small.apply, p, jnp.zeros((1, 32, 32, 3))).shape == (1, 1000)
 
 
 def test_batch_norm_state_under_vmap_equals_per_ticket_runs():
     """Running statistics are per-ticket state: two tickets trained in one vmapped program end
-    with the same weights and statistics as each trained alone."""
-    m, ds, keys, params, mask = _tiny_study(64, data_seed=1, key_seed=3)
-    spec = TrainSpec(optimizer="momentum", lr=0.05, weight_decay=1e-4, batch_size=16, eval_every=4, augment="cifar")
+    with the same weights and statistics as each trained alone. (The shapes and spec of the
+    test above, whose two-ticket program it reuses from the compilation cache.)"""
+    m, ds, keys, params, mask = _tiny_study(96, data_seed=1, key_seed=3)
+    spec = TrainSpec(optimizer="momentum", lr=0.05, weight_decay=1e-4, batch_size=16, eval_every=6, augment="cifar")
     train = make_trainer(m, spec, ds.mean, ds.std)
-    both, _ = train(params, mask, keys, device_data(ds), 0, 8)
+    both, _ = train(params, mask, keys, device_data(ds), 0, 12)
     for i in range(2):
         one = lambda t: jax.tree.map(lambda a: a[i:i + 1], t)  # noqa: E731
-        alone, _ = train(one(params), one(mask), keys[i:i + 1], device_data(ds), 0, 8)
+        alone, _ = train(one(params), one(mask), keys[i:i + 1], device_data(ds), 0, 12)
         for a, b in zip(jax.tree.leaves(alone["batch_stats"]), jax.tree.leaves(one(both)["batch_stats"])):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(alone["conv"]["kernel"], one(both)["conv"]["kernel"], rtol=1e-4, atol=1e-5)

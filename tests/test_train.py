@@ -1,5 +1,7 @@
 """The scan-fused masked trainer, on a small synthetic problem (fast to compile)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,16 +30,22 @@ DS = _dataset()
 MODEL = models.mlp((32, 16), input_shape=(8, 8, 1), init="glorot_normal")
 
 
-def _tickets(T, seed=0, density=0.5):
-    keys = jax.random.split(jax.random.PRNGKey(seed), T)
-    params = jax.jit(jax.vmap(MODEL.init))(keys)
-    mask = jax.vmap(lambda p: M.make_mask(p, MODEL.is_prunable))(params)
-    rnd = jax.tree.map(
-        lambda m, k: None if m is None else jax.random.uniform(k, m.shape) < density,
-        mask, {k: {"kernel": jax.random.PRNGKey(i), "bias": None} for i, k in enumerate(mask)},
-        is_leaf=lambda x: x is None,
-    )
-    return params, rnd, keys
+KEYS = jax.random.split(jax.random.PRNGKey(0), 3)
+
+
+@functools.cache
+def _theta0():
+    """θ0 of three tickets, drawn by one program that every test's tickets share."""
+    return models.run_init(jax.vmap(MODEL.init), KEYS)
+
+
+def _tickets(T, density=0.5):
+    """The first T tickets: θ0, a random mask of ``density`` per ticket (drawn on the host) and keys."""
+    params = jax.tree.map(lambda a: a[:T], _theta0())
+    rng = np.random.default_rng(T)
+    mask = jax.tree.map(lambda m: None if m is None else jnp.asarray(rng.random(m.shape) < density),
+                        M.make_mask(params, MODEL.is_prunable), is_leaf=lambda x: x is None)
+    return params, mask, KEYS[:T]
 
 
 def _trainer(**kw):
@@ -81,8 +89,8 @@ def test_vmapped_equals_one_by_one():
 
 @pytest.mark.parametrize("chunk", [1, 2])
 def test_ticket_chunks_compute_what_one_vmap_computes(chunk):
-    """5 tickets in sequential chunks (1: a plain loop; 2: vmapped pairs plus a remainder)."""
-    params, mask, keys = _tickets(5)
+    """3 tickets in sequential chunks (1: a plain loop; 2: a vmapped pair plus a remainder)."""
+    params, mask, keys = _tickets(3)
     data = device_data(DS)
     spec = TrainSpec(optimizer="momentum", lr=0.05, batch_size=32, eval_every=20)
     seen = []
@@ -92,7 +100,7 @@ def test_ticket_chunks_compute_what_one_vmap_computes(chunk):
     for a, b in zip(jax.tree.leaves((out, curves)), jax.tree.leaves((c_out, c_curves))):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
     # progress counts to 60 once per chunk, in order
-    assert [int(s) for s in seen] == [20, 40, 60] * -(-5 // chunk)
+    assert [int(s) for s in seen] == [20, 40, 60] * -(-3 // chunk)
     with pytest.raises(ValueError, match="ticket_chunk must be a positive"):
         make_trainer(MODEL, spec, DS.mean, DS.std, ticket_chunk=0)
 
@@ -101,7 +109,7 @@ def test_progress_callback_changes_nothing_computed():
     """The progress callback only reads the iteration count, so the program with it computes
     bitwise what the program without it computes (the same arithmetic in the same shapes);
     runs without a progress bar leave it out, which lets JAX cache their programs on disk."""
-    params, mask, keys = _tickets(2)
+    params, mask, keys = _tickets(3)
     data, seen = device_data(DS), []
     plain = _trainer(optimizer="momentum")(params, mask, keys, data, 0, 60)
     shown = make_trainer(MODEL, TrainSpec(optimizer="momentum", lr=0.05, batch_size=32, eval_every=20), DS.mean,
@@ -195,7 +203,7 @@ ds = D.load("synthetic_mnist", validation_size=64)
 model = models.mlp((32,), init="glorot_normal")
 spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=16, eval_every=20)
 keys = jax.random.split(jax.random.PRNGKey(0), 7)  # 7 tickets: padded to 8, 2 per device
-params = jax.jit(jax.vmap(model.init))(keys)
+params = models.run_init(jax.vmap(model.init), keys)
 mask = jax.vmap(lambda p: masks.make_mask(p, model.is_prunable))(params)
 mask = jax.tree.map(lambda m, k: jax.random.uniform(k, m.shape) < 0.5, mask,  # half pruned, per ticket
                     {n: {"kernel": jax.random.PRNGKey(i), "bias": None} for i, n in enumerate(mask)})

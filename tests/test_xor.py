@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ltjax import masks as M
+from ltjax import models
 from ltjax import xor as X
 
 # Hand-built 2-4-1 network. Per unit j (columns of W1, rows of w2):
@@ -89,7 +90,7 @@ def test_pruned_unit_weights_are_ignored_by_scores():
 
 def test_masks_remove_whole_units_only_shrink_and_leave_biases_alone():
     T, model = 6, X.network(10)
-    params = jax.jit(jax.vmap(model.init))(jax.random.split(jax.random.PRNGKey(3), T))
+    params = models.run_init(jax.vmap(model.init), jax.random.split(jax.random.PRNGKey(3), T))
     mask = jax.vmap(_full_mask)(params)
     prev = np.ones((T, 10), bool)
     for heuristic, k in [("magnitude_product", 3), ("input_magnitude", 2), ("output_magnitude", 4)]:
