@@ -23,12 +23,33 @@ CFG = presets.get("lenet_mnist_iclr2019").replace(
     widths=(64,), iterations=300, eval_every=100, seeds=2, rounds=3,
     strategy="rewind", rewind_iteration=100,
 )
-_SCRIPT = """
+_SETUP = """
 import sys
 from ltjax import lottery, presets
 cfg = presets.get("lenet_mnist_iclr2019").replace(widths=(64,), iterations=300, eval_every=100, seeds=2,
                                                   rounds=3, strategy="rewind", rewind_iteration=100)
-lottery.run(cfg, sys.argv[1], progress=False, log=lambda s: None)
+"""
+_SCRIPT = _SETUP + "lottery.run(cfg, sys.argv[1], progress=False, log=lambda s: None)\n"
+# A chain of runs, each in its own process, forked from one that has imported ltjax: a Python
+# start and the imports once per chain instead of once per run. JAX's runtime starts in each
+# child (in lottery.run), never before a fork. Prints each run's fault and exit code (-9: SIGKILL).
+_CHAIN = _SETUP + """
+import json, os, traceback
+def run(fault):
+    pid = os.fork()
+    if pid == 0:
+        os.environ.pop("LTJAX_FAULT", None)
+        if fault:
+            os.environ["LTJAX_FAULT"] = fault
+        try:
+            lottery.run(cfg, sys.argv[1], progress=False, log=lambda s: None)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    status = os.waitpid(pid, 0)[1]
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+print(json.dumps([[fault, run(fault)] for fault in [*sys.argv[2:], None]]))
 """
 
 
@@ -79,11 +100,12 @@ FAULTS = [
 def _kill_chain(out, faults):
     """One run killed at each fault in turn: every process resumes what the last one left and is
     killed at the next moment (faults are in the order a run reaches them), the last one finishes."""
-    for fault in faults:
-        proc = _run_script(out, fault)
-        assert proc.returncode == -signal.SIGKILL, (fault, proc.returncode, proc.stderr[-2000:])
-    last = _run_script(out)
-    assert last.returncode == 0, (faults[-1], last.stderr[-2000:])
+    env = {k: v for k, v in os.environ.items() if k != "LTJAX_FAULT"}
+    proc = subprocess.run([sys.executable, "-c", _CHAIN, str(out), *faults], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    codes = json.loads(proc.stdout.splitlines()[-1])
+    assert codes == [[f, -signal.SIGKILL] for f in faults] + [[None, 0]], (codes, proc.stderr[-2000:])
     return out
 
 
