@@ -127,7 +127,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
     ``channel`` also records batch-norm channel masks at ``rate`` (early-bird's structured form).
     """
     ds, model, spe = _setup(config, manual_dir)
-    probe = model.init(jax.random.PRNGKey(0))
+    probe = jax.eval_shape(model.init, jax.random.PRNGKey(0))  # shapes: the checks draw no weights
     exclude = _check_settings(config, model, probe, rate, exclude, channel)
     settings = {"rate": rate, "exclude": list(exclude), "channel": channel}
     d = store.init_run(config, out, D.fingerprint(ds),
@@ -208,7 +208,7 @@ def _check_settings(config: Config, model, probe: PyTree, rate: float, exclude, 
     if unknown:
         raise ConfigError(f"exclude={list(exclude)}: {unknown} match no layer; the model's prunable layers are {names}")
     if channel:
-        early.channel_mask(probe, rate)  # a clear error for a model without batch norm, before any training
+        jax.eval_shape(lambda p: early.channel_mask(p, rate), probe)  # a model without batch norm: a clear error now
     return exclude
 
 
