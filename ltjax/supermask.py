@@ -1,0 +1,267 @@
+"""Deconstructing lottery tickets: mask criteria, signed constants and supermasks.
+
+Zhou, Lan, Liu & Yosinski 2019, "Deconstructing Lottery Tickets: Zeros, Signs, and the
+Supermask" (NeurIPS), and their public code (uber-research/deconstructing-lottery-tickets:
+``get_weight_init.py`` for the criteria, ``masked_networks.py`` for signed constants and the
+learned supermask), which this module follows where the paper leaves a detail open.
+
+**Mask criteria** (paper sec. 2, Figure 2): a score of each weight from its initial value
+``w_i`` (θ0) and its value ``w_f`` after training; *higher survives*, so
+:func:`ltjax.pruning.prune` keeps exactly ``round`` counts per layer (``scope="layerwise"``, as
+the paper prunes each layer at its own rate) with deterministic ties. :data:`CRITERIA`:
+
+  large_final              |w_f|                       (Frankle & Carbin's magnitude pruning)
+  small_final              −|w_f|
+  large_init               |w_i|
+  small_init               −|w_i|
+  large_init_large_final   min(rank |w_i|, rank |w_f|)
+  small_init_small_final   min(rank −|w_i|, rank −|w_f|)
+  magnitude_increase       |w_f| − |w_i|
+  movement                 |w_f − w_i|
+  large_final_same_sign    |w_f| where sign w_f = sign w_i, else 0  (= max(0, w_i w_f / |w_i|))
+  random                   uniform draws (:func:`criterion_scores` with a ``key``)
+
+``rank`` is the fractional rank of a value within its tensor (0 the lowest, ``(n−1)/n`` the
+highest). Their code keeps, for the two "init & final" criteria, the weights above one common
+percentile of both quantities (a binary search for that percentile); keeping the top ``k`` of
+``min(rank_i, rank_f)`` is that quadrant rule at an exact count: a weight survives iff both its
+ranks reach the threshold. Ranks are taken over the whole tensor, so these two criteria are for
+one-shot masks from a dense mask, as in the paper's supermask experiments.
+
+**Signed constant** (sec. 3, "mask-1 actions"): every prunable weight becomes
+``sign(w_i) · σ_l``, with ``σ_l`` the standard deviation of layer l's initial weights (their
+``make_signed_consts``: the population std of the whole kernel, before masking).
+
+**Supermask** (sec. 5): a mask applied to the *untrained* θ0; :func:`masked_accuracy` measures
+it. **Learned supermask** (sec. 5.2): the weights stay at θ0 and only a real-valued logit ``s``
+per prunable weight is trained. Each forward pass samples ``m ~ Bernoulli(σ(s))`` and uses
+``m + σ(s) − stop_gradient(σ(s))``: the value is the binary sample, the gradient that of
+``σ(s)`` (a straight-through estimator). Logits start at a constant (their ``sigmoid_bias``,
+default 0: p = ½); biases are frozen and never masked. Their test accuracy is of a sampled mask;
+ltjax records it and also the accuracy of the thresholded mask ``s > 0`` (σ(s) > ½).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from ltjax import data as D
+from ltjax import masks as M
+from ltjax import pruning
+from ltjax.data.order import batch_indices
+from ltjax.train import DeviceData, evaluate, loss_and_correct
+
+PyTree = Any
+
+
+def _is_none(x) -> bool:
+    return x is None
+
+
+def rank(x: jax.Array) -> jax.Array:
+    """Fractional rank of each entry within ``x``: ``r/n`` for the r-th smallest (0-based), ties
+    in flat order; same shape as ``x``, float32 in ``[0, 1)``."""
+    flat = x.reshape(-1)
+    n = flat.shape[0]
+    r = jnp.zeros(n, jnp.int32).at[jnp.argsort(flat, stable=True)].set(jnp.arange(n, dtype=jnp.int32))
+    return (r.astype(jnp.float32) / n).reshape(x.shape)
+
+
+def _same_sign(wi: jax.Array, wf: jax.Array) -> jax.Array:
+    return jnp.where(jnp.sign(wi) == jnp.sign(wf), jnp.abs(wf), 0.0)
+
+
+CRITERIA: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "large_final": lambda wi, wf: jnp.abs(wf),
+    "small_final": lambda wi, wf: -jnp.abs(wf),
+    "large_init": lambda wi, wf: jnp.abs(wi),
+    "small_init": lambda wi, wf: -jnp.abs(wi),
+    "large_init_large_final": lambda wi, wf: jnp.minimum(rank(jnp.abs(wi)), rank(jnp.abs(wf))),
+    "small_init_small_final": lambda wi, wf: jnp.minimum(rank(-jnp.abs(wi)), rank(-jnp.abs(wf))),
+    "magnitude_increase": lambda wi, wf: jnp.abs(wf) - jnp.abs(wi),
+    "movement": lambda wi, wf: jnp.abs(wf - wi),
+    "large_final_same_sign": _same_sign,
+}
+NAMES = (*CRITERIA, "random")
+
+
+def criterion_scores(name: str, theta0: PyTree, theta_final: PyTree, mask: PyTree,
+                     key: jax.Array | None = None) -> PyTree:
+    """Scores of criterion ``name`` (:data:`NAMES`) on each prunable leaf of ``mask`` (``None``
+    elsewhere), from one ticket's ``theta0`` and trained ``theta_final``, float32 shaped like the
+    leaf. ``random`` needs ``key`` (uniform draws, an independent stream per leaf)."""
+    if name not in NAMES:
+        raise ValueError(f"unknown mask criterion {name!r}; valid criteria: {', '.join(NAMES)}")
+    if name == "random" and key is None:
+        raise ValueError("the random criterion needs key= (a jax.random key)")
+    leaves, treedef = jax.tree_util.tree_flatten(mask, is_leaf=_is_none)
+    wi, wf = treedef.flatten_up_to(theta0), treedef.flatten_up_to(theta_final)
+    out = []
+    for i, (m, a, b) in enumerate(zip(leaves, wi, wf)):
+        if m is None:
+            out.append(None)
+        elif name == "random":
+            out.append(jax.random.uniform(jax.random.fold_in(key, i), m.shape))
+        else:
+            out.append(CRITERIA[name](a.astype(jnp.float32), b.astype(jnp.float32)))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def criterion_mask(name: str, theta0: PyTree, theta_final: PyTree, mask: PyTree,
+                   density: float | Mapping[str, float], *, scope: str = "layerwise",
+                   key: jax.Array | None = None) -> PyTree:
+    """One ticket's mask: ``mask`` pruned by criterion ``name`` so that a fraction ``density`` of
+    its survivors remains (``layerwise``: per layer, a float or ``{layer_or_glob: density}``;
+    ``global``: one float for the pool), i.e. ``prune(scores, mask, 1 − density)`` with its exact
+    counts and ties. Pure; vmap it over tickets."""
+    rate = ({k: 1.0 - v for k, v in density.items()} if isinstance(density, Mapping) else 1.0 - density)
+    return pruning.prune(criterion_scores(name, theta0, theta_final, mask, key), mask, rate, scope=scope)
+
+
+def signed_constant(params: PyTree, mask: PyTree, multiplier: float = 1.0) -> PyTree:
+    """Every prunable leaf ``w`` (where ``mask`` is not ``None``) becomes ``sign(w) · σ · multiplier``,
+    ``σ = sqrt(mean((w − mean w)²))`` over the whole leaf (zeros stay 0); other leaves unchanged."""
+    def const(m, w):
+        if m is None:
+            return w
+        sigma = jnp.std(w.astype(jnp.float32))
+        return (jnp.sign(w) * sigma * multiplier).astype(w.dtype)
+    return jax.tree.map(const, mask, params, is_leaf=_is_none)
+
+
+def masked_accuracy(model, params: PyTree, mask: PyTree, data: DeviceData, mean, std,
+                    split: str = "test") -> tuple[jax.Array, jax.Array]:
+    """``(loss, accuracy)`` of the untrained network ``params ⊙ mask`` on ``split`` (``test`` or
+    ``val``) of ``data``; one ticket, vmappable (a stack of params and masks)."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    x, y, w = (data.x_test, data.y_test, data.w_test) if split == "test" else (data.x_val, data.y_val, data.w_val)
+    forward = lambda p, xb: model.apply(p, D.normalize(xb, mean, std))  # noqa: E731
+    return evaluate(forward, M.apply_mask(params, mask), x, y, w)
+
+
+# -- learned supermask -----------------------------------------------------------------------
+
+
+def sample_mask(logits: PyTree, key: jax.Array) -> PyTree:
+    """Straight-through Bernoulli mask of a logits tree (``None`` leaves stay ``None``): each
+    leaf ``b + σ(s) − stop_gradient(σ(s))`` with ``b ~ Bernoulli(σ(s))`` (leaf i keyed by
+    ``fold_in(key, i)``); its value is exactly ``b`` in {0, 1} (float32), its gradient ``σ'(s)``."""
+    leaves, treedef = jax.tree_util.tree_flatten(logits, is_leaf=_is_none)
+    out = []
+    for i, s in enumerate(leaves):
+        if s is None:
+            out.append(None)
+            continue
+        p = jax.nn.sigmoid(s)
+        b = jax.random.bernoulli(jax.random.fold_in(key, i), lax.stop_gradient(p)).astype(p.dtype)
+        out.append(b + p - lax.stop_gradient(p))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def threshold_mask(logits: PyTree) -> PyTree:
+    """The deterministic mask of a logits tree: ``s > 0`` (σ(s) > ½), bool; ``None`` stays."""
+    return jax.tree.map(lambda s: None if s is None else s > 0, logits, is_leaf=_is_none)
+
+
+def _times(params: PyTree, m: PyTree) -> PyTree:
+    return jax.tree.map(lambda k, w: w if k is None else w * k.astype(w.dtype), m, params, is_leaf=_is_none)
+
+
+class SupermaskSpec(NamedTuple):
+    """How a learned supermask trains. ``tx``: the optax optimizer of the logits (default
+    ``optax.sgd(100.0)``, the learning rate of the authors' MNIST command); ``init_logit``: the
+    logits' start (0: p = ½); ``signed_constant``: train the mask on :func:`signed_constant`
+    weights instead of θ0 (the paper's best supermasks); ``steps`` a multiple of ``eval_every``."""
+
+    steps: int = 1000
+    batch_size: int = 100
+    eval_every: int = 100
+    init_logit: float = 0.0
+    signed_constant: bool = False
+    tx: optax.GradientTransformation | None = None
+
+
+class SupermaskCurves(NamedTuple):
+    """Recorded every ``eval_every`` steps (leading axis: evaluations)."""
+
+    step: jax.Array
+    train_loss: jax.Array  # mean minibatch loss of the last eval_every steps
+    test_acc_sampled: jax.Array  # one Bernoulli mask sampled for the whole test set (the paper's)
+    test_acc_threshold: jax.Array  # the mask s > 0
+    density: jax.Array  # fraction of prunable weights with s > 0
+
+
+class SupermaskResult(NamedTuple):
+    params: PyTree  # the weights the mask was applied to: θ0 (or its signed constant), never changed
+    logits: PyTree  # trained logits, ``None`` on unprunable leaves
+    curves: SupermaskCurves
+
+
+def init_logits(mask: PyTree, value: float = 0.0) -> PyTree:
+    """Logits ``value`` (float32) on every prunable leaf of ``mask``, ``None`` elsewhere."""
+    return jax.tree.map(lambda m: None if m is None else jnp.full(m.shape, value, jnp.float32), mask,
+                        is_leaf=_is_none)
+
+
+def _global_density(mask: PyTree) -> jax.Array:
+    leaves = [m for _, m in M.leaves_with_names(mask)]
+    return sum(jnp.sum(m, dtype=jnp.float32) for m in leaves) / sum(m.size for m in leaves)
+
+
+def make_supermask_trainer(model, spec: SupermaskSpec, mean, std) -> Callable:
+    """``learn(theta0, key, data) -> SupermaskResult``: learned supermasks for a stack of T seeds,
+    one compiled program (``jax.jit`` of ``jax.vmap``; T leading on ``theta0`` and ``key``,
+    ``data`` a shared :class:`~ltjax.train.DeviceData`).
+
+    Per seed: ``split(key, 3)`` gives a data-order key (batch t: :func:`ltjax.data.order.batch_indices`),
+    a sampling key (step t's mask: ``fold_in(k, t)``) and an evaluation key (evaluation c's sampled
+    mask: ``fold_in(k, c)``). Step t minimizes the mean softmax
+    cross-entropy of ``apply(W ⊙ sample_mask(s), x)`` over the logits ``s`` only with ``spec.tx``;
+    ``W`` (θ0, or its signed constant) is carried through the loop untouched and returned as
+    ``params``. Model state (batch norm) is not supported.
+    """
+    if model.stateful:
+        raise ValueError("learned supermasks need a model without batch norm (model.stateful is True)")
+    if spec.steps % spec.eval_every:
+        raise ValueError(f"steps={spec.steps} must be a multiple of eval_every={spec.eval_every}")
+    tx = spec.tx if spec.tx is not None else optax.sgd(100.0)
+    B, E = spec.batch_size, spec.eval_every
+    forward = lambda p, x: model.apply(p, D.normalize(x, mean, std))  # noqa: E731
+
+    def one(theta0, key, data: DeviceData):
+        mask = M.make_mask(theta0, model.is_prunable)
+        weights = signed_constant(theta0, mask) if spec.signed_constant else theta0
+        order_key, sample_key, eval_key = jax.random.split(key, 3)
+        n = data.x_train.shape[0]
+
+        def loss_fn(s, w, t):
+            idx = batch_indices(order_key, n, B, t)
+            logits = forward(_times(w, sample_mask(s, jax.random.fold_in(sample_key, t))), data.x_train[idx])
+            return jnp.mean(loss_and_correct(logits, data.y_train[idx])[0])
+
+        def step(carry, t):
+            w, s, opt_state = carry
+            loss, g = jax.value_and_grad(loss_fn)(s, w, t)
+            updates, opt_state = tx.update(g, opt_state, s)
+            return (w, optax.apply_updates(s, updates), opt_state), loss
+
+        def segment(carry, c):
+            carry, losses = lax.scan(step, carry, c * E + jnp.arange(E, dtype=jnp.int32))
+            w, s, _ = carry
+            test = (data.x_test, data.y_test, data.w_test)
+            sampled = evaluate(forward, _times(w, sample_mask(s, jax.random.fold_in(eval_key, c))), *test)[1]
+            hard = threshold_mask(s)
+            rounded = evaluate(forward, M.apply_mask(w, hard), *test)[1]
+            return carry, SupermaskCurves((c + 1) * E, jnp.mean(losses), sampled, rounded, _global_density(hard))
+
+        s0 = init_logits(mask, spec.init_logit)
+        (w, s, _), curves = lax.scan(segment, (weights, s0, tx.init(s0)), jnp.arange(spec.steps // E))
+        return SupermaskResult(w, s, curves)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
