@@ -167,6 +167,26 @@ PRESETS: dict[str, tuple[Config, str]] = {
         "The Conv-2 report setting on Fashion-MNIST (28x28x1, the convolutional run that fits a "
         "CPU when shortened): Adam 2e-4, batch 60, 25 epochs, conv 10% / FC 20% / output 10%.",
     ),
+    # Pruning at initialization (ltjax.at_init): every round prunes θ0 itself, before any training, to
+    # the next of `densities`; the recipe of experiments/prune_at_init.py at the length of its results
+    # page, so `--set score=...` names the same run directories as that page's studies.
+    "lenet_mnist_prune_at_init": (
+        Config(
+            name="lenet_mnist_prune_at_init", dataset="mnist", model="mlp", widths=(300, 100),
+            init="glorot_normal", optimizer="adam", lr=1.2e-3, batch_size=60, validation_size=5000,
+            iterations=2500, eval_every=250, scope="global", layer_rates=(), exclude=(),
+            mode="at_init", score="synflow", densities=(0.1, 0.01, 0.002), rounds=4,
+            controls=("shuffle", "reinit", "invert"),
+        ),
+        "Pruning at initialization on LeNet-300-100 / MNIST (experiments/prune_at_init.py, "
+        "docs/results/prune_at_init.md): theta0 pruned globally over all three layers to 10%, 1% and "
+        "0.2% of its weights (rounds 1-3), then trained: Glorot normal, Adam 1.2e-3, batch 60, 2,500 "
+        "iterations, 5k validation. Score: SynFlow (Tanaka et al. 2020, data-free, 100 steps); "
+        "--set score=grasp (Wang et al. 2020), snip (Lee et al. 2019) or magnitude; "
+        "--set mode=random_at_init --set controls=shuffle,reinit for random pruning. Beside each "
+        "ticket the sanity checks of Frankle et al. 2021: its mask shuffled within each layer, its "
+        "mask reinitialized, and the score inverted (the lowest-scoring weights kept).",
+    ),
 }
 
 

@@ -259,6 +259,7 @@ PINNED_HASHES = {
     "lenet_mnist_early": "a9057ca427c2", "lenet_mnist_iclr2019": "29e5ea091432", "lenet_mnist_lth_snip": "d1348a125df2",
     "lenet_mnist_openlth": "494338a3fac9", "resnet18_tiny_imagenet_ltr": "b0d103f6b655",
     "resnet20_cifar10_early": "af2b04109447", "resnet20_cifar10_ltr": "b1ca11ca6740", "vgg16_cifar10_ltr": "aa1abb295082",
+    "lenet_mnist_prune_at_init": "add6723d8415",  # = experiments/prune_at_init.py's SynFlow study on its results page
 }
 
 
