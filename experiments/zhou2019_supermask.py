@@ -1,0 +1,206 @@
+"""Supermasks (Zhou, Lan, Liu & Yosinski 2019, "Deconstructing Lottery Tickets: Zeros, Signs, and
+the Supermask"), at CPU scale.
+
+For each study (LeNet-300-100 on MNIST; with ``--conv``, a small Conv-2 on Fashion-MNIST):
+
+1. θ0 for ``--seeds`` seeds (Glorot normal, as the authors' networks), trained densely with Adam
+   (``--iterations`` steps) to θ_final.
+2. Every mask criterion of :mod:`ltjax.supermask` (and ``random``) prunes each layer one-shot at
+   the paper's rates (hidden layers to ``0.8^p`` remaining, the output layer to ``0.9^p``, for
+   each p of ``--powers``); each mask is applied to the *untrained* θ0 and, separately, to its
+   signed constant (``sign(θ0) · σ_layer``), and the test accuracy is recorded. All seeds and
+   densities of one criterion are one compiled program.
+3. Learned supermasks: the weights stay at θ0 (or its signed constant) and only the mask logits
+   train (Bernoulli samples, straight-through gradient) for ``--learn-steps`` steps with the
+   authors' SGD at learning rate 100, and with Adam at 0.1; all seeds in one program.
+
+Writes ``<out>/results.json`` and one figure per study (``<out>/<study>.png``);
+``experiments/zhou2019_supermask_report.py`` builds the results page from them.
+
+    python experiments/zhou2019_supermask.py --quick
+    python experiments/zhou2019_supermask.py --out docs/results/zhou2019_supermask --conv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ltjax import data as D
+from ltjax import masks as M
+from ltjax import models, pruning
+from ltjax import supermask as S
+from ltjax.models.conv import ConvNet
+from ltjax.train import TrainSpec, device_data, make_trainer
+
+PAPER = {
+    "source": "Zhou, Lan, Liu & Yosinski, NeurIPS 2019 (arXiv:1905.01067), abstract and sec. 5",
+    "supermask_mnist_fc": 0.86,  # untrained FC network on MNIST with a supermask (abstract)
+    "supermask_cifar10_conv": 0.41,  # untrained Conv network on CIFAR-10 (abstract)
+    "learned_supermask_mnist_fc": 0.95,  # sec. 5.2, as quoted in secondary notes; not re-read here
+    "best_criterion": "large_final_same_sign, kept weights set to signed constants",
+}
+LAYER_BASE = {"hidden": 0.8, "out": 0.9}  # the authors' FC command: --prune_base 0.8,0.9
+
+
+def conv_small(init: str = "glorot_normal") -> models.Model:
+    """A Conv-2 narrowed for CPU: ``32, 32, pool``, FC 128, 10 outputs, 28×28×1 inputs."""
+    module = ConvNet(filters=(32,), widths=(128,), num_outputs=10, kernel_init=models.initializers.get(init),
+                     conv_impl="patches")  # a matmul: the seeds are vmapped
+    return models.Model(module=module, input_shape=(28, 28, 1), num_outputs=10)
+
+
+STUDIES = {
+    "lenet_mnist": dict(dataset="mnist", model=lambda: models.mlp((300, 100), init="glorot_normal")),
+    "conv_fashion_mnist": dict(dataset="fashion_mnist", model=conv_small),
+}
+
+
+def layer_densities(names: list[str], p: int) -> dict[str, float]:
+    """The paper's per-layer densities after power p: ``0.9^p`` for ``out``, ``0.8^p`` otherwise."""
+    return {n: LAYER_BASE["out" if n == "out" else "hidden"] ** p for n in names}
+
+
+def keep_counts(sizes: dict[str, int], dens: dict[str, float]) -> dict[str, int]:
+    """Survivors per layer exactly as ``prune(scores, dense, 1 − d)`` leaves them."""
+    return {n: sizes[n] - pruning.static_prune_count(sizes[n], 1.0 - dens[n]) for n in sizes}
+
+
+def criteria_accuracy(model, ds, data, theta0, final, powers) -> dict:
+    """``{criterion: {"theta0": [[acc per seed] per power], "signed_constant": ...}}`` and densities."""
+    one = jax.tree.map(lambda a: a[0], theta0)
+    dense1 = M.make_mask(one, model.is_prunable)
+    sizes = M.size(dense1)
+    rows = [keep_counts(sizes, layer_densities(list(sizes), p)) for p in powers]
+    keeps = {n: jnp.array([r[n] for r in rows], jnp.int32) for n in sizes}
+    dense = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(theta0)
+    keys = jax.random.split(jax.random.PRNGKey(1234), theta0_count(theta0))
+    out = {"densities": [{"p": int(p), **{n: r[n] / sizes[n] for n in sizes},
+                          "overall": sum(r.values()) / sum(sizes.values())} for p, r in zip(powers, rows)]}
+    for name in S.NAMES:
+        def one_mask(p0, pf, m, k, keep):
+            score = S.criterion_scores(name, p0, pf, m, k)
+            mask, _ = pruning.prune_in_steps(lambda _: score, m, 1, keep=keep, scope="layerwise")
+            acc = lambda w: S.masked_accuracy(model, w, mask, data, ds.mean, ds.std)[1]  # noqa: E731
+            return acc(p0), acc(S.signed_constant(p0, m))
+        per_seed = jax.vmap(one_mask, in_axes=(0, 0, 0, 0, None))
+        # densities one after another inside the program (lax.map): a conv network's evaluation
+        # batch for every density and seed at once does not fit in memory
+        each = jax.jit(lambda t0, tf, m, k, kp: jax.lax.map(lambda keep: per_seed(t0, tf, m, k, keep), kp))
+        plain, signed = each(theta0, final, dense, keys, keeps)
+        out[name] = {"theta0": np.asarray(plain).tolist(), "signed_constant": np.asarray(signed).tolist()}
+    return out
+
+
+def theta0_count(tree) -> int:
+    return jax.tree.leaves(tree)[0].shape[0]
+
+
+def learned(model, ds, data, theta0, keys, steps: int, eval_every: int) -> dict:
+    out = {}
+    for opt, tx in (("sgd_lr100", optax.sgd(100.0)), ("adam_lr0.1", optax.adam(0.1))):
+        for signed in (False, True):
+            t0 = time.time()
+            spec = S.SupermaskSpec(steps=steps, eval_every=eval_every, tx=tx, signed_constant=signed)
+            res = S.make_supermask_trainer(model, spec, ds.mean, ds.std)(theta0, keys, data)
+            c = jax.tree.map(np.asarray, res.curves)
+            out[f"{opt}{'_signed_constant' if signed else ''}"] = {
+                "step": c.step[0].tolist(), "test_acc_sampled": c.test_acc_sampled.tolist(),
+                "test_acc_threshold": c.test_acc_threshold.tolist(), "density": c.density.tolist(),
+                "train_loss": c.train_loss.tolist(), "wall_s": round(time.time() - t0, 1)}
+            print(f"  learned {opt} signed={signed}: sampled {c.test_acc_sampled[:, -1].mean():.4f} "
+                  f"threshold {c.test_acc_threshold[:, -1].mean():.4f} ({time.time() - t0:.0f} s)", flush=True)
+    return out
+
+
+def study(name: str, a) -> dict:
+    t0 = time.time()
+    cfg = STUDIES[name]
+    ds = D.load(cfg["dataset"], validation_size=0)
+    data = device_data(ds)
+    model = cfg["model"]()
+    keys = jax.random.split(jax.random.PRNGKey(0), a.seeds)
+    theta0 = models.run_init(jax.vmap(model.init), keys)
+    dense = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(theta0)
+    spec = TrainSpec(optimizer="adam", lr=1.2e-3, batch_size=60, eval_every=a.iterations)
+    final, curves = make_trainer(model, spec, ds.mean, ds.std)(theta0, dense, keys, data, 0, a.iterations)
+    res = {"dataset": cfg["dataset"], "seeds": a.seeds, "iterations": a.iterations, "powers": list(a.powers),
+           "dense_test_acc": np.asarray(curves.test_acc[:, -1]).tolist(),
+           "weights": int(sum(M.size(jax.tree.map(lambda x: x[0], dense)).values()))}
+    print(f"{name}: dense {np.mean(res['dense_test_acc']):.4f} ({time.time() - t0:.0f} s)", flush=True)
+    t1 = time.time()
+    res["criteria"] = criteria_accuracy(model, ds, data, theta0, final, a.powers)
+    res["criteria_wall_s"] = round(time.time() - t1, 1)
+    print(f"  criteria ({res['criteria_wall_s']} s)", flush=True)
+    res["learned"] = learned(model, ds, data, theta0, keys, a.learn_steps, a.learn_eval_every)
+    res["wall_s"] = round(time.time() - t0, 1)
+    return res
+
+
+def figure(name: str, res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dens = [100 * d["overall"] for d in res["criteria"]["densities"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, init in zip(axes, ("theta0", "signed_constant")):
+        for crit in S.NAMES:
+            acc = 100 * np.mean(res["criteria"][crit][init], axis=1)
+            ax.plot(dens, acc, marker="o", ms=3, label=crit, lw=2.2 if crit == "large_final_same_sign" else 1.2)
+        best = max(np.mean(v["test_acc_sampled"], axis=0)[-1] for k, v in res["learned"].items()
+                   if k.endswith("signed_constant") == (init == "signed_constant"))
+        ax.axhline(100 * best, color="k", ls=":", label="learned supermask (best)")
+        if name == "lenet_mnist":
+            ax.axhline(100 * PAPER["supermask_mnist_fc"], color="r", ls="--", label="paper: 86% (MNIST FC)")
+        ax.axhline(10, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("weights remaining (%)")
+        ax.set_title(f"{name}: mask on untrained {'θ0' if init == 'theta0' else 'signed constant'}")
+    axes[0].set_ylabel("test accuracy without training (%)")
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="docs/results/zhou2019_supermask")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=3000, help="dense training steps (batch 60)")
+    p.add_argument("--powers", type=int, nargs="+", default=[1, 3, 5, 7, 10, 14, 18, 24])
+    p.add_argument("--learn-steps", type=int, default=3000)
+    p.add_argument("--learn-eval-every", type=int, default=500)
+    p.add_argument("--conv", action="store_true", help="also the Conv network on Fashion-MNIST")
+    p.add_argument("--conv-iterations", type=int, default=1500)
+    p.add_argument("--conv-learn-steps", type=int, default=1000)
+    p.add_argument("--quick", action="store_true", help="toy sizes, for a smoke test")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.seeds, a.iterations, a.powers, a.learn_steps, a.learn_eval_every = 2, 100, [1, 7], 100, 50
+        a.conv_iterations, a.conv_learn_steps = 100, 100
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"paper": PAPER, "argv": sys.argv[1:] if argv is None else list(argv), "studies": {}}
+    names = ["lenet_mnist"] + (["conv_fashion_mnist"] if a.conv else [])
+    for name in names:
+        if name == "conv_fashion_mnist":
+            a.iterations, a.learn_steps = a.conv_iterations, a.conv_learn_steps
+        results["studies"][name] = study(name, a)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        figure(name, results["studies"][name], out / f"{name}.png")
+    print(f"wrote {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
