@@ -16,7 +16,7 @@ from ltjax import masks as M
 from ltjax.store import load_run
 
 PRESET = "lenet_mnist_prune_at_init"
-LENET_WEIGHTS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200 prunable weights: all three kernels, no biases
+TINY_WEIGHTS = 784 * 100 + 100 * 30 + 30 * 10  # 81,700 prunable weights of the tiny run (widths 100, 30)
 
 # The run directories of docs/results/prune_at_init.md's studies (results.json, "run"): the preset
 # with `--set` names the same ones, so its numbers are that page's.
@@ -46,8 +46,8 @@ def test_preset_is_the_results_pages_recipe():
                          or (Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist").is_dir()),
                     reason="MNIST not available")
 def test_tiny_run_prunes_theta0_to_exact_counts(capsys, tmp_path):
-    code = cli.main(["run", PRESET, "--seeds", "2", "--rounds", "3", "--iterations", "100",
-                     "--set", "eval_every=50", "--out", str(tmp_path), "--no-progress"])
+    code = cli.main(["run", PRESET, "--seeds", "2", "--rounds", "3", "--iterations", "100", "--set", "eval_every=50",
+                     "--set", "widths=100,30", "--out", str(tmp_path), "--no-progress"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "invert acc" in out and "shuffle acc" in out and "reinit acc" in out
@@ -58,15 +58,15 @@ def test_tiny_run_prunes_theta0_to_exact_counts(capsys, tmp_path):
 def _check_run(run):
     assert len(run.rounds) == 3
 
-    # round r keeps round(d_r · 266,200) weights of the global pool, exactly, in every ticket
-    expected = {1: 26_620, 2: 2_662}  # 10% and 1% of 266,200
+    # round r keeps round(d_r · 81,700) weights of the global pool (all three layers), exactly, in every ticket
+    expected = {1: 8_170, 2: 817}  # 10% and 1% of 81,700
     dense = jax.tree.map(lambda m: None if m is None else m[0], run.rounds[0].mask, is_leaf=lambda x: x is None)
-    assert sum(M.size(dense).values()) == LENET_WEIGHTS
+    assert sum(M.size(dense).values()) == TINY_WEIGHTS
     for r, keep in expected.items():
         rd = run.rounds[r]
         per_ticket = sum(np.asarray(v) for v in jax.vmap(M.count)(rd.mask).values())
         assert per_ticket.tolist() == [keep, keep], r
-        np.testing.assert_allclose(rd.metrics["density"], keep / LENET_WEIGHTS)
+        np.testing.assert_allclose(rd.metrics["density"], keep / TINY_WEIGHTS)
         nonzero = jax.tree.map(lambda m, p: None if m is None else int(np.count_nonzero(np.asarray(p)[~m])),
                                rd.mask, rd.params, is_leaf=lambda x: x is None)
         assert sum(jax.tree.leaves(nonzero)) == 0, f"round {r}: pruned weights not 0 after training: {nonzero}"
