@@ -69,9 +69,17 @@ def verdicts(name: str, res: dict, paper: dict) -> list[str]:
         out.append(f"- **Supermask at θ0 (paper: 86% on MNIST).** The best criterion mask on the untrained "
                    f"signed-constant network is `{c}` at {100 * dens:.1f}% of weights: {pct(acc)}%, which {word} the "
                    f"paper's 86%. On θ0's own values the best is `{c0}` at {100 * dens0:.1f}%: {pct(acc0)}%.")
-        out.append(f"- **Learned supermask (paper: about 95% on MNIST FC, after 2000 epochs).** The best learned "
-                   f"mask here reaches {pct(best_learned)}% (sampled mask) after {res['learned'][next(iter(res['learned']))]['step'][-1]} "
-                   f"steps, a CPU-scale budget far below the authors'.")
+        final = {k: float(np.mean(v["test_acc_sampled"], axis=0)[-1]) for k, v in res["learned"].items()}
+        steps = next(iter(res["learned"].values()))["step"][-1]
+        sgd = max(v for k, v in final.items() if k.startswith("sgd"))
+        word = "matches or passes" if best_learned >= paper["learned_supermask_mnist_fc"] else "stays below"
+        out.append(f"- **Learned supermask (paper: about 95% on MNIST FC, after 2000 epochs).** After {steps} "
+                   f"steps (about {steps * 100 / 60000:.1f} epochs of batch 100) the best learned mask {word} it: "
+                   f"{pct(best_learned)}% (sampled mask, Adam 0.1). The authors' optimizer, SGD at learning "
+                   f"rate 100, is still climbing at {pct(sgd)}%: at CPU scale Adam is what gets there.")
+        out.append("- The thresholded mask (s > 0) is below the sampled one here, most of all with SGD: "
+                   "the network was trained on random draws around σ(s), and after so few steps many logits "
+                   "are likely still near 0 (not examined further).")
     else:
         out.append(f"- No paper number for Fashion-MNIST (the paper's Conv networks are on CIFAR-10: 41% for "
                    f"a supermask, from the abstract). Here: best criterion `{c}` {pct(acc)}% on the signed constant, "
