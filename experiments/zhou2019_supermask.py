@@ -1,7 +1,8 @@
 """Supermasks (Zhou, Lan, Liu & Yosinski 2019, "Deconstructing Lottery Tickets: Zeros, Signs, and
 the Supermask"), at CPU scale.
 
-For each study (LeNet-300-100 on MNIST; with ``--conv``, a small Conv-2 on Fashion-MNIST):
+LeNet-300-100 on MNIST (``STUDIES``; a Conv network on Fashion-MNIST, which the issue also asks
+for, is not here yet: at this machine's CPU budget its evaluations did not fit):
 
 1. θ0 for ``--seeds`` seeds (Glorot normal, as the authors' networks), trained densely with Adam
    (``--iterations`` steps) to θ_final.
@@ -18,7 +19,7 @@ Writes ``<out>/results.json`` and one figure per study (``<out>/<study>.png``);
 ``experiments/zhou2019_supermask_report.py`` builds the results page from them.
 
     python experiments/zhou2019_supermask.py --quick
-    python experiments/zhou2019_supermask.py --out docs/results/zhou2019_supermask --conv
+    python experiments/zhou2019_supermask.py --out docs/results/zhou2019_supermask --learn-steps 2000
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from ltjax import data as D
 from ltjax import masks as M
 from ltjax import models, pruning
 from ltjax import supermask as S
-from ltjax.models.conv import ConvNet
 from ltjax.train import TrainSpec, device_data, make_trainer
 
 PAPER = {
@@ -51,16 +51,8 @@ PAPER = {
 LAYER_BASE = {"hidden": 0.8, "out": 0.9}  # the authors' FC command: --prune_base 0.8,0.9
 
 
-def conv_small(init: str = "glorot_normal") -> models.Model:
-    """A Conv-2 narrowed for CPU: ``32, 32, pool``, FC 128, 10 outputs, 28×28×1 inputs."""
-    module = ConvNet(filters=(32,), widths=(128,), num_outputs=10, kernel_init=models.initializers.get(init),
-                     conv_impl="patches")  # a matmul: the seeds are vmapped
-    return models.Model(module=module, input_shape=(28, 28, 1), num_outputs=10)
-
-
 STUDIES = {
     "lenet_mnist": dict(dataset="mnist", model=lambda: models.mlp((300, 100), init="glorot_normal")),
-    "conv_fashion_mnist": dict(dataset="fashion_mnist", model=conv_small),
 }
 
 
@@ -92,8 +84,8 @@ def criteria_accuracy(model, ds, data, theta0, final, powers) -> dict:
             acc = lambda w: S.masked_accuracy(model, w, mask, data, ds.mean, ds.std)[1]  # noqa: E731
             return acc(p0), acc(S.signed_constant(p0, m))
         per_seed = jax.vmap(one_mask, in_axes=(0, 0, 0, 0, None))
-        # densities one after another inside the program (lax.map): a conv network's evaluation
-        # batch for every density and seed at once does not fit in memory
+        # densities one after another inside the program (lax.map): evaluation batches for every
+        # density and seed at once would multiply the memory by the number of densities
         each = jax.jit(lambda t0, tf, m, k, kp: jax.lax.map(lambda keep: per_seed(t0, tf, m, k, keep), kp))
         plain, signed = each(theta0, final, dense, keys, keeps)
         out[name] = {"theta0": np.asarray(plain).tolist(), "signed_constant": np.asarray(signed).tolist()}
@@ -181,21 +173,14 @@ def main(argv=None) -> None:
     p.add_argument("--powers", type=int, nargs="+", default=[1, 3, 5, 7, 10, 14, 18, 24])
     p.add_argument("--learn-steps", type=int, default=3000)
     p.add_argument("--learn-eval-every", type=int, default=500)
-    p.add_argument("--conv", action="store_true", help="also the Conv network on Fashion-MNIST")
-    p.add_argument("--conv-iterations", type=int, default=1500)
-    p.add_argument("--conv-learn-steps", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="toy sizes, for a smoke test")
     a = p.parse_args(argv)
     if a.quick:
         a.seeds, a.iterations, a.powers, a.learn_steps, a.learn_eval_every = 2, 100, [1, 7], 100, 50
-        a.conv_iterations, a.conv_learn_steps = 100, 100
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"paper": PAPER, "argv": sys.argv[1:] if argv is None else list(argv), "studies": {}}
-    names = ["lenet_mnist"] + (["conv_fashion_mnist"] if a.conv else [])
-    for name in names:
-        if name == "conv_fashion_mnist":
-            a.iterations, a.learn_steps = a.conv_iterations, a.conv_learn_steps
+    for name in STUDIES:
         results["studies"][name] = study(name, a)
         (out / "results.json").write_text(json.dumps(results, indent=1))
         figure(name, results["studies"][name], out / f"{name}.png")

@@ -14,7 +14,7 @@ import numpy as np
 
 CRITERIA = ("large_final", "small_final", "large_init", "small_init", "large_init_large_final",
             "small_init_small_final", "magnitude_increase", "movement", "large_final_same_sign", "random")
-TITLES = {"lenet_mnist": "LeNet-300-100 / MNIST", "conv_fashion_mnist": "Conv (32, 32, pool, FC 128) / Fashion-MNIST"}
+TITLES = {"lenet_mnist": "LeNet-300-100 / MNIST"}
 
 
 def pct(x: float) -> str:
@@ -63,7 +63,7 @@ def verdicts(name: str, res: dict, paper: dict) -> list[str]:
     c0, acc0, dens0 = best_criterion(res, "theta0")
     best_learned = max(np.mean(v["test_acc_sampled"], axis=0)[-1] for v in res["learned"].values())
     rnd = np.mean(res["criteria"]["random"]["signed_constant"], axis=1).max()
-    if name == "lenet_mnist":
+    if name == "lenet_mnist":  # the only study with a paper number beside it
         claim = paper["supermask_mnist_fc"]
         word = "reaches" if acc >= claim - 0.01 else "falls short of"
         out.append(f"- **Supermask at θ0 (paper: 86% on MNIST).** The best criterion mask on the untrained "
@@ -80,10 +80,6 @@ def verdicts(name: str, res: dict, paper: dict) -> list[str]:
         out.append("- The thresholded mask (s > 0) is below the sampled one here, most of all with SGD: "
                    "the network was trained on random draws around σ(s), and after so few steps many logits "
                    "are likely still near 0 (not examined further).")
-    else:
-        out.append(f"- No paper number for Fashion-MNIST (the paper's Conv networks are on CIFAR-10: 41% for "
-                   f"a supermask, from the abstract). Here: best criterion `{c}` {pct(acc)}% on the signed constant, "
-                   f"`{c0}` {pct(acc0)}% on θ0; learned supermask {pct(best_learned)}%.")
     out.append(f"- Random masks of the same per-layer sizes on the signed constant stay at {pct(rnd)}% at best "
                f"(chance is 10%): the accuracy comes from *which* weights the mask keeps.")
     return out
@@ -127,7 +123,10 @@ def page(results: dict) -> str:
               "count; the authors binary-search a common percentile (the same quadrant, counts may differ "
               "by a few weights).",
               "- Test accuracy of a learned supermask is of one Bernoulli sample, as in the authors' code; "
-              "the thresholded mask s > 0 is reported beside it.", ""]
+              "the thresholded mask s > 0 is reported beside it.",
+              "- Not run: the Conv network on Fashion-MNIST that issue 21 asks for (its criteria evaluations "
+              "and learned masks did not fit this machine's CPU budget), and the paper's CIFAR-10 Conv "
+              "networks (41%). `ltjax.supermask` itself takes any model without batch norm.", ""]
     return "\n".join(lines)
 
 
