@@ -57,6 +57,9 @@ from ltjax.data.order import batch_indices
 from ltjax.train import DeviceData, evaluate, loss_and_correct
 
 PyTree = Any
+__all__ = ["rank", "criterion_scores", "criterion_mask", "signed_constant", "masked_accuracy", "sample_mask",
+           "threshold_mask", "init_logits", "make_supermask_trainer", "SupermaskSpec", "SupermaskCurves",
+           "SupermaskResult"]
 
 
 def _is_none(x) -> bool:
@@ -198,6 +201,8 @@ class SupermaskCurves(NamedTuple):
 
 
 class SupermaskResult(NamedTuple):
+    """What :func:`make_supermask_trainer`'s program returns (leading seed axis on each)."""
+
     params: PyTree  # the weights the mask was applied to: θ0 (or its signed constant), never changed
     logits: PyTree  # trained logits, ``None`` on unprunable leaves
     curves: SupermaskCurves
