@@ -1,4 +1,5 @@
-"""The ``ltjax`` command: ``run``, ``presets``, ``show``, ``runs``, ``compare``, ``plot``, ``bench``."""
+"""The ``ltjax`` command: ``run``, ``presets``, ``show``, ``runs``, ``compare``, ``plot``, ``instability``,
+``bench``."""
 
 from __future__ import annotations
 
@@ -37,6 +38,17 @@ def _ticket_counts(text: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be positive ticket counts like 1,2,4")
     return counts
+
+
+def _rounds(text: str) -> tuple[int, ...]:
+    """argparse type of ``instability --rounds``: round numbers >= 0 separated by commas."""
+    try:
+        rounds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        rounds = ()
+    if not rounds or min(rounds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be round numbers like 0,3,6")
+    return rounds
 
 
 def _seconds(text: str) -> float:
@@ -114,6 +126,19 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.add_argument("--out", metavar="DIR", help="folder for the figures (default RUN/figures): accuracy "
                                                      "and early-stop iteration vs density, per-layer density by round")
+
+    st = sub.add_parser("instability", help="linear mode connectivity: instability of each round of a reset or "
+                                            "rewind run (Frankle et al. 2020)")
+    st.add_argument("run_dir")
+    st.add_argument("--rounds", type=_rounds, default=None, metavar="R,R,...", help="rounds to analyze (default all)")
+    st.add_argument("--points", type=int, default=31, help="values of alpha on each path (default 31)")
+    st.add_argument("--bn-batches", type=int, default=30,
+                    help="training batches for batch-norm statistics at each alpha (networks with batch norm)")
+    st.add_argument("--train-examples", type=int, default=10_000, help="training examples the train error uses")
+    st.add_argument("--seed", type=int, default=0, help="keys the copies' data orders")
+    st.add_argument("--ticket-chunk", type=int, default=None, metavar="K", help="train the copies in chunks of K")
+    st.add_argument("--manual-dir", default=None)
+    st.add_argument("--data-dir", default=None)
 
     b = sub.add_parser("bench", help="training throughput vs the machine's measured matmul peak")
     b.add_argument("--steps", type=_bench_steps, default=2000, help="timed iterations per measurement")
@@ -222,6 +247,28 @@ def _cmd_plot(a) -> None:
         print(path)
 
 
+def _cmd_instability(a) -> None:
+    from ltjax import compile_cache, stability
+    from ltjax.store import load_run
+
+    compile_cache.enable()
+    for name in ("points", "bn_batches", "train_examples"):
+        if getattr(a, name) < (2 if name == "points" else 0):
+            raise ValueError(f"--{name.replace('_', '-')}={getattr(a, name)} is not valid: must be >= "
+                             f"{2 if name == 'points' else 0}")
+    run = load_run(a.run_dir)
+    rows, path = stability.run_table(run, a.rounds, points=a.points, bn_batches=a.bn_batches,
+                                     train_examples=a.train_examples, seed=a.seed, ticket_chunk=a.ticket_chunk,
+                                     manual_dir=a.manual_dir, data_dir=a.data_dir)
+    print(f"{'round':>5} {'ticket':>6} {'% remaining':>11} {'test instab.':>12} {'train instab.':>13} "
+          f"{'test err W1 / W2 (%)':>21}")
+    for r in rows:
+        ends = " / ".join(f"{100 * e:.2f}" for e in r["test_error_ends"])
+        print(f"{r['round']:>5} {r['ticket']:>6} {100 * r['density']:>11.2f} {100 * r['test_instability']:>12.2f} "
+              f"{100 * r['train_instability']:>13.2f} {ends:>21}")
+    print(f"instability in percentage points of error (the error barrier); kept in {path}")
+
+
 def _cmd_bench(a) -> None:
     from ltjax import bench
 
@@ -240,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"run": _cmd_run, "presets": _cmd_presets, "show": _cmd_show, "runs": _cmd_runs, "compare": _cmd_compare,
-         "plot": _cmd_plot, "bench": _cmd_bench}[args.command](args)
+         "plot": _cmd_plot, "instability": _cmd_instability, "bench": _cmd_bench}[args.command](args)
     except _USER_ERRORS as e:
         print(f"ltjax: error: {_message(e)}", file=sys.stderr)
         return 2

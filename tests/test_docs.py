@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
 TASKS = ["add-a-control", "add-a-model", "add-a-restart-strategy", "add-a-score", "add-an-experiment", "bring-your-own",
-         "compare-scores", "find-a-ticket", "masks-in-your-own-loop", "run-a-control"]
+         "compare-scores", "find-a-supermask", "find-a-ticket", "masks-in-your-own-loop",
+         "prune-at-initialization", "run-a-control", "run-an-instability-analysis"]
 
 
 def python_blocks(md: Path) -> str:
