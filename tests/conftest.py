@@ -19,3 +19,19 @@ import tempfile  # noqa: E402
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "ltjax-tests-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+# Scheduling over xdist workers (``--dist loadgroup``, pyproject.toml): a test that uses a
+# module-scoped fixture (a trained tiny study) runs on the worker that holds its module's other
+# such tests, so the fixture is computed once; every other test goes to whichever worker is free,
+# so a module of long independent tests (the guides, the notebooks) is spread over the workers
+# instead of running alone at the end on one of them.
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
