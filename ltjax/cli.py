@@ -127,9 +127,16 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", metavar="DIR", help="folder for the figures (default RUN/figures): accuracy "
                                                      "and early-stop iteration vs density, per-layer density by round")
 
-    st = sub.add_parser("instability", help="linear mode connectivity: instability of each round of a reset or "
-                                            "rewind run (Frankle et al. 2020)")
-    st.add_argument("run_dir")
+    st = sub.add_parser("instability", help="linear mode connectivity (Frankle et al. 2020): instability of each "
+                                            "round of a reset or rewind run, or with --ks of a preset's dense "
+                                            "network at iterations k")
+    st.add_argument("run_dir", metavar="RUN_OR_PRESET",
+                    help="a run directory; with --ks, a preset name or study file (path/to/study.py:NAME)")
+    st.add_argument("--ks", type=_rounds, default=None, metavar="K,K,...",
+                    help="dense mode: instability of the preset's network trained to each iteration k (its first "
+                         "seed), copies trained to its iterations")
+    st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --ks: override config fields, as `ltjax run --set`")
     st.add_argument("--rounds", type=_rounds, default=None, metavar="R,R,...", help="rounds to analyze (default all)")
     st.add_argument("--points", type=int, default=31, help="values of alpha on each path (default 31)")
     st.add_argument("--bn-batches", type=int, default=30,
@@ -256,6 +263,11 @@ def _cmd_instability(a) -> None:
         if getattr(a, name) < (2 if name == "points" else 0):
             raise ValueError(f"--{name.replace('_', '-')}={getattr(a, name)} is not valid: must be >= "
                              f"{2 if name == 'points' else 0}")
+    if a.ks is not None:
+        _dense_instability(a)
+        return
+    if a.overrides:
+        raise ValueError("--set applies to a preset with --ks; a run directory's settings are fixed")
     run = load_run(a.run_dir)
     rows, path = stability.run_table(run, a.rounds, points=a.points, bn_batches=a.bn_batches,
                                      train_examples=a.train_examples, seed=a.seed, ticket_chunk=a.ticket_chunk,
@@ -267,6 +279,23 @@ def _cmd_instability(a) -> None:
         print(f"{r['round']:>5} {r['ticket']:>6} {100 * r['density']:>11.2f} {100 * r['test_instability']:>12.2f} "
               f"{100 * r['train_instability']:>13.2f} {ends:>21}")
     print(f"instability in percentage points of error (the error barrier); kept in {path}")
+
+
+def _dense_instability(a) -> None:
+    import jax
+
+    from ltjax import presets, stability
+
+    config = presets.get(a.run_dir).with_overrides(a.overrides)
+    res = stability.of_config(config, a.ks, points=a.points, bn_batches=a.bn_batches, train_examples=a.train_examples,
+                              copies_key=jax.random.PRNGKey(a.seed), ticket_chunk=a.ticket_chunk,
+                              manual_dir=a.manual_dir, data_dir=a.data_dir)
+    print(f"{'k':>7} {'test instab.':>12} {'train instab.':>13} {'test err W1 / W2 (%)':>21}")
+    for k, r in zip(a.ks, res.summary()):
+        ends = " / ".join(f"{100 * e:.2f}" for e in r["test_error_ends"])
+        print(f"{k:>7} {100 * r['test_instability']:>12.2f} {100 * r['train_instability']:>13.2f} {ends:>21}")
+    print(f"instability in percentage points of error (the error barrier), copies trained to iteration "
+          f"{config.iterations}")
 
 
 def _cmd_bench(a) -> None:

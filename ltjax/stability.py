@@ -264,16 +264,17 @@ def copy_keys(key: jax.Array, pairs: int) -> jax.Array:
 
 
 def versus_k(model, spec: TrainSpec, mean, std, theta0: PyTree, mask: PyTree | None, key: jax.Array,
-             ks: Sequence[int], stop: int, data: DeviceData, **kw) -> Instability:
+             ks: Sequence[int], stop: int, data: DeviceData, *, copies_key: jax.Array | None = None,
+             **kw) -> Instability:
     """Instability of ``W_k`` for each k in ``ks`` (the paper's instability-versus-k curves):
     the trajectory from ``theta0 ⊙ mask`` with data order ``key`` read at each k
-    (:func:`spawn_points`), then every k's pair of copies (keys derived from ``key``, none equal
-    to it) analyzed in one program (:func:`analyze`; ``kw`` go there)."""
+    (:func:`spawn_points`), then every k's pair of copies (keys from ``copies_key``, default
+    derived from ``key``) analyzed in one program (:func:`analyze`; ``kw`` go there)."""
     starts = spawn_points(model, spec, mean, std, theta0, mask, key, ks, data,
                           ticket_chunk=kw.get("ticket_chunk"), mesh=kw.get("mesh"))
     masks = None if mask is None else jax.tree.map(lambda a: jnp.broadcast_to(a, (len(ks), *a.shape)), mask)
-    return analyze(model, spec, mean, std, starts, masks, copy_keys(jax.random.fold_in(key, 1), len(ks)), ks, stop,
-                   data, **kw)
+    copies_key = jax.random.fold_in(key, 1) if copies_key is None else copies_key
+    return analyze(model, spec, mean, std, starts, masks, copy_keys(copies_key, len(ks)), ks, stop, data, **kw)
 
 
 class RunPairs(NamedTuple):
@@ -350,3 +351,21 @@ def run_table(run, rounds: Sequence[int] | None = None, *, points: int = 31, bn_
 
     return store.part(run.path, "instability", settings, compute)["rows"], store.part_path(run.path, "instability",
                                                                                            settings)
+
+
+def of_config(config, ks: Sequence[int], *, manual_dir: str | None = None, data_dir: str | None = None,
+              **kw) -> Instability:
+    """:func:`versus_k` of a study configuration's dense network: the θ0 (as ``lottery.run`` draws
+    it) and data order of its first seed, its model, data and training recipe, T =
+    ``config.iterations``; ``kw`` go to :func:`analyze`."""
+    from ltjax import lottery  # the study driver sits above this module
+
+    config.validate().require_objects()
+    ds = D.load(config.dataset, validation_size=config.validation_size, split_seed=config.split_seed,
+                data_dir=data_dir, manual_dir=manual_dir)
+    model = lottery.build_model(config, ds)
+    init_keys, data_keys = lottery.seed_keys(config)
+    theta0 = jax.tree.map(lambda a: a[0], lottery.init_theta0(config, model, init_keys[:1]))  # the study's θ0
+    return versus_k(model, config.train_spec(), ds.mean, ds.std, theta0, None, data_keys[0], ks, config.iterations,
+                    device_data(ds), **kw)
+

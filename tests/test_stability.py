@@ -207,3 +207,17 @@ def test_cli_instability_table_is_kept_in_the_run(tmp_path, capsys):
     assert "--points=1 is not valid" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["instability", str(run.path), "--rounds", "x"])
+
+
+def test_cli_dense_instability_of_a_preset(capsys):
+    from ltjax import cli
+
+    args = ["instability", "lenet_mnist_2018", "--ks", "0,20", "--points", "3", "--train-examples", "100",
+            "--set", "dataset=synthetic_mnist", "--set", "widths=16", "--set", "iterations=40",
+            "--set", "eval_every=20", "--set", "validation_size=64"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in out[1:-1]] == ["0", "20"] and "to iteration 40" in out[-1]
+    assert cli.main(["instability", "lenet_mnist_2018", "--ks", "0,40", "--set", "dataset=synthetic_mnist",
+                     "--set", "iterations=40", "--set", "eval_every=20", "--set", "validation_size=64"]) == 2
+    assert "0 <= k < stop=40" in capsys.readouterr().err
