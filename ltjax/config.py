@@ -33,7 +33,7 @@ NOT_HASHED = ("name", "rounds")
 HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",), "early_stop": "min_loss", "patience": 4,
                  "patience_every": 500, "flip_round": 0, "scores": (), "augment": "none",
                  "partial_reinit_from": "", "partial_reinit_round": 0, "loss": "cross_entropy", "schedule": "step",
-                 "sweep": "", "sweep_values": ()}
+                 "sweep": "", "sweep_values": (), "model_args": ()}
 SWEEPS = ("lr", "weight_decay", "init_std")  # what sweep may vary per ticket (traced, one program)
 LOSSES = ("cross_entropy",)
 SCHEDULES = ("step", "cosine")
@@ -55,6 +55,9 @@ class ConfigError(ValueError):
     """A configuration value is of the wrong type, out of range or unknown."""
 
 
+ModelArg = typing.Union[bool, int, float, str]  # a value of model_args: a module attribute's scalar
+
+
 def _f(default, help: str):
     return field(default=default, metadata={"help": help})
 
@@ -70,6 +73,9 @@ class Config:
     # model
     model: str = _f("mlp", "model name (in Python also your own Flax module or ltjax.models.Model)")
     widths: tuple[int, ...] = _f((300, 100), "hidden layer widths of the MLP")
+    model_args: tuple[tuple[str, ModelArg], ...] = _f(
+        (), "attributes of the named model's Flax module, name:value,... (e.g. conv_impl:patches for conv2, "
+            "depth:8,width:4 for resnet20): numbers, true/false or text, each of the attribute's own type")
     init: str = _f("trunc_normal", "kernel initializer")
     init_std: float = _f(0.1, "std of trunc_normal (cut at 2 std)")
     # training
@@ -314,6 +320,7 @@ class Config:
         self._choice("dataset", data_names())
         self._choice("model", MODELS)
         self._choice("init", INITIALIZERS)
+        self._validate_model_args()
         self._choice("optimizer", OPTIMIZERS)
         self._choice("loss", LOSSES)
         self._choice("schedule", SCHEDULES)
@@ -343,6 +350,43 @@ class Config:
         self._check("flip_round", self.flip_round == 0 or self.mode == "iterative",
               "0 unless mode=iterative (the flipped mask is pruned further round by round)")
         self._validate_sweep()
+
+    def _validate_model_args(self) -> None:
+        """``model_args``: distinct attributes of the named model's module, each given a value of its
+        own type, that the module can be built and initialized with."""
+        if not self.model_args:
+            return
+        names = [k for k, _ in self.model_args]
+        self._check("model_args", isinstance(self.model, str),
+                    "empty with your own module or Model (set its attributes when you construct it)")
+        self._check("model_args", len(set(names)) == len(names), "distinct attribute names (each given once)")
+        module = model_module(self)
+        settable = {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+                    if f.name not in ("parent", "name", "num_outputs")
+                    and isinstance(getattr(module, f.name), (bool, int, float, str))}
+        for k, v in self.model_args:
+            if k in ("widths", "num_outputs"):
+                raise ConfigError(f"model_args={_show(self.model_args)} is not valid: {k} is set "
+                                  f"{'by the widths field' if k == 'widths' else 'by the data (its classes)'}")
+            if k not in settable:
+                raise ConfigError(f"model_args={_show(self.model_args)} is not valid: {type(module).__name__} (model "
+                                  f"{self.model!r}) has no attribute {k!r} that a config can set"
+                                  f"{did_you_mean(k, settable)}; settable: {', '.join(sorted(settable)) or 'none'}")
+            want = type(settable[k])
+            ok = isinstance(v, want) and (want is not int or not isinstance(v, bool)) or (
+                want is float and isinstance(v, int) and not isinstance(v, bool))
+            if not ok:
+                raise ConfigError(f"model_args={_show(self.model_args)} is not valid: {k} of {type(module).__name__} "
+                                  f"is {_WHAT[want]} (its default is {settable[k]!r}), not {_show(v)}")
+        try:
+            import jax
+
+            built = module.clone(**dict(self.model_args))
+            jax.eval_shape(lambda: built.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, *_input_shape(self))),
+                                              **({"train": False} if _takes_train(built) else {})))
+        except Exception as e:  # noqa: BLE001 - the module's own complaint, named with the field that caused it
+            raise ConfigError(f"model_args={_show(self.model_args)} is not valid for model {self.model!r}: "
+                              f"{type(e).__name__}: {e}") from None
 
     def _validate_sweep(self) -> None:
         """A sweep's name, values and what it needs of the rest."""
@@ -456,7 +500,7 @@ class Config:
 SECTIONS = {
     "data": {"name": "dataset", "validation_size": "validation_size", "split_seed": "split_seed",
              "augment": "augment"},
-    "model": {"name": "model", "widths": "widths", "init": "init", "init_std": "init_std"},
+    "model": {"name": "model", "widths": "widths", "args": "model_args", "init": "init", "init_std": "init_std"},
     "training": {k: k for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_drops",
                                 "lr_drop_factor", "warmup_iterations", "batch_size", "iterations", "eval_every",
                                 "loss", "early_stop", "patience", "patience_every")},
@@ -506,6 +550,21 @@ def _flatten_sections(d: dict) -> dict:
                 raise ConfigError(f"{_show(key)} and {_show(seen[f])} both set the field {f!r}; give it once")
             out[f], seen[f] = x, key
     return out
+
+
+def model_module(config: "Config"):
+    """The named model's Flax module as the factory builds it from ``config`` (without
+    ``model_args``), for the default input shape of the model family."""
+    kw = {"widths": config.widths} if _uses_widths(config.model) else {}
+    return MODELS[config.model](**kw, init=config.init, init_std=config.init_std).module
+
+
+def _input_shape(config: "Config") -> tuple[int, ...]:
+    return tuple(inspect.signature(MODELS[config.model]).parameters["input_shape"].default)
+
+
+def _takes_train(module) -> bool:
+    return "train" in inspect.signature(module.__call__).parameters
 
 
 def _uses_widths(model) -> bool:
@@ -618,6 +677,8 @@ _PLURAL = {int: "integers", float: "finite numbers", str: "strings", bool: "true
 def _describe(tp) -> str:
     if typing.get_origin(tp) is tuple:
         inner = typing.get_args(tp)[0]
+        if _is_model_args(inner):
+            return "a list of name:value pairs like conv_impl:patches or depth:8,width:4"
         if typing.get_origin(inner) is tuple:
             return "a list of layer:rate pairs like out:0.1,fc*:0.3 (rates finite numbers)"
         return f"a comma-separated list of {_PLURAL[inner]}"
@@ -629,6 +690,9 @@ def _type_ok(tp, v) -> bool:
         inner = typing.get_args(tp)[0]
         if not isinstance(v, tuple):
             return False
+        if _is_model_args(inner):
+            return all(isinstance(x, tuple) and len(x) == 2 and _type_ok(str, x[0]) and _model_arg_ok(x[1])
+                       for x in v)
         if typing.get_origin(inner) is tuple:
             return all(isinstance(x, tuple) and len(x) == 2 and _type_ok(str, x[0]) and _type_ok(float, x[1])
                        for x in v)
@@ -648,6 +712,8 @@ def _normalize(tp, v):
             v = tuple(v)
         if not isinstance(v, tuple):
             return v
+        if _is_model_args(inner):
+            return tuple((x[0], _plain(x[1])) if isinstance(x, (list, tuple)) and len(x) == 2 else x for x in v)
         if typing.get_origin(inner) is tuple:
             return tuple((_normalize(str, x[0]), _normalize(float, x[1]))
                          if isinstance(x, (list, tuple)) and len(x) == 2 else x for x in v)
@@ -662,6 +728,57 @@ def _normalize(tp, v):
     if tp is int and isinstance(v, numbers.Integral) and type(v) is not int:
         return int(v)
     return v
+
+
+def _is_model_args(inner) -> bool:
+    return typing.get_origin(inner) is tuple and typing.get_args(inner)[1] is ModelArg
+
+
+def _model_arg_ok(v) -> bool:
+    return isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _plain(v):
+    """A NumPy scalar as the Python scalar of its kind (a bool stays a bool)."""
+    if isinstance(v, (bool, str)) or type(v) in (int, float):
+        return v
+    if isinstance(v, numbers.Integral):
+        return bool(v) if type(v).__name__ == "bool_" else int(v)
+    if isinstance(v, numbers.Real):
+        return float(v)
+    return v
+
+
+def _model_arg(text: str):
+    """CLI text of a model_args value: true/false, an integer, a finite number, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for tp in (int, float):
+        try:
+            x = tp(text)
+        except ValueError:
+            continue
+        if tp is int or math.isfinite(x):
+            return x
+    return text
+
+
+def _coerce_model_args(key: str, v, whole) -> tuple:
+    """``model_args`` from CLI text (``name:value,...``) or JSON (``[[name, value], ...]``)."""
+    args = []
+    for item in v:
+        if isinstance(item, str):
+            name, sep, value = item.partition(":")
+            if not sep or not name.strip().isidentifier() or not value.strip():
+                raise ConfigError(f"{key}={_show(whole)} is not valid: {_show(item)} is not a name:value pair; "
+                                  f"must be attribute:value pairs like conv_impl:patches or depth:8,width:4")
+            item = (name.strip(), _model_arg(value.strip()))
+        if (not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str)
+                or not item[0].isidentifier() or not _model_arg_ok(_plain(item[1]))):
+            raise ConfigError(f"{key}={_show(whole)} is not valid: {_show(item)} is not a name:value pair with a "
+                              f"number, true/false or text value")
+        args.append((item[0], _plain(item[1])))
+    return tuple(args)
 
 
 def did_you_mean(name: str, choices) -> str:
@@ -730,6 +847,8 @@ def _coerce(field: str, v, key: str | None = None):
             v = [p.strip() for p in v.split(",") if p.strip()]
         if not isinstance(v, (list, tuple)):
             raise ConfigError(f"{key}={_show(v)} is not valid: must be {_describe(tp)}")
+        if _is_model_args(inner):
+            return _coerce_model_args(key, v, whole)
         if typing.get_origin(inner) is tuple:  # layer_rates: ("layer", rate) pairs
             pairs = []
             for item in v:

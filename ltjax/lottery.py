@@ -57,15 +57,16 @@ PyTree = Any
 
 
 def build_model(config: Config, ds: D.Dataset) -> models.Model:
-    """The study's model for dataset ``ds``: the named one built for its inputs and classes,
-    your :class:`~ltjax.models.Model` as it is, or your Flax module wrapped
-    (:func:`ltjax.models.wrap`) for the data's input shape."""
+    """The study's model for dataset ``ds``: the named one built for its inputs and classes (its
+    module's attributes set from ``model_args``), your :class:`~ltjax.models.Model` as it is, or
+    your Flax module wrapped (:func:`ltjax.models.wrap`) for the data's input shape."""
     num_outputs = 1 if ds.num_classes == 2 else ds.num_classes
     if isinstance(config.model, str):
-        return models.build(
+        model = models.build(
             config.model, widths=config.widths, input_shape=ds.x_train.shape[1:],
             num_outputs=num_outputs, init=config.init, init_std=config.init_std,
         )
+        return model._replace(module=model.module.clone(**dict(config.model_args))) if config.model_args else model
     if isinstance(config.model, models.Model):
         return config.model
     if isinstance(config.model, identity.ObjectRef):

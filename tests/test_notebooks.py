@@ -13,7 +13,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 RUNNER = NOTEBOOKS[0].parent / "run.py" if NOTEBOOKS else None
 
 
-def test_the_six_notebooks_exist_and_install_ltjax_first():
+def test_the_notebooks_exist_and_install_ltjax_first():
     names = [p.stem for p in NOTEBOOKS]
     assert names == ["01_quickstart", "02_frankle2018", "03_lth_vs_snip", "04_layerwise_importance",
                      "05_early_tickets", "06_multi_seed_at_scale", "07_stability_and_prune_at_init"]
