@@ -1,5 +1,5 @@
 """The ``ltjax`` command: ``run``, ``presets``, ``show``, ``runs``, ``compare``, ``plot``, ``instability``,
-``bench``."""
+``supermask``, ``bench``."""
 
 from __future__ import annotations
 
@@ -80,6 +80,31 @@ _ENVIRONMENT = """environment:
 """
 
 
+def _add_supermask(sub) -> None:
+    sm = sub.add_parser("supermask", help="supermasks (Zhou et al. 2019): test accuracy of a preset's untrained "
+                                          "network under each mask criterion's mask, and learned supermasks")
+    sm.add_argument("preset", help="preset name or study file (path/to/study.py:NAME); its dense network is trained "
+                                   "with its recipe for its iterations, all its seeds in one program")
+    sm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override config fields, as `ltjax run --set`")
+    sm.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
+    sm.add_argument("--criteria", default=None, metavar="NAME,...",
+                    help="mask criteria (default all: large_final, small_final, large_init, small_init, "
+                         "large_init_large_final, small_init_small_final, magnitude_increase, movement, "
+                         "large_final_same_sign, random)")
+    at = sm.add_mutually_exclusive_group()
+    at.add_argument("--rounds", type=_rounds, default=None, metavar="R,R,...",
+                    help="masks at the preset's per-layer pruning rates after R rounds (default 7: LeNet's "
+                         "hidden layers at 0.8^7 = 21%%, output at 0.9^7 = 48%%)")
+    at.add_argument("--densities", default=None, metavar="D,D,...",
+                    help="instead: masks at these fractions of weights remaining (the preset's one-shot rates)")
+    sm.add_argument("--learn", type=int, default=0, metavar="STEPS",
+                    help="also learn a supermask on theta0 and on its signed constant for STEPS steps (Adam 0.1, "
+                         "the preset's batch size)")
+    sm.add_argument("--manual-dir", default=None)
+    sm.add_argument("--data-dir", default=None)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ltjax", description="Lottery-ticket studies in JAX.", epilog=_ENVIRONMENT,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--ticket-chunk", type=int, default=None, metavar="K", help="train the copies in chunks of K")
     st.add_argument("--manual-dir", default=None)
     st.add_argument("--data-dir", default=None)
+
+    _add_supermask(sub)
 
     b = sub.add_parser("bench", help="training throughput vs the machine's measured matmul peak")
     b.add_argument("--steps", type=_bench_steps, default=2000, help="timed iterations per measurement")
@@ -298,6 +325,39 @@ def _dense_instability(a) -> None:
           f"{config.iterations}")
 
 
+def _cmd_supermask(a) -> None:
+    from ltjax import compile_cache, presets
+    from ltjax import supermask as S
+
+    criteria = S.check_criteria(c.strip() for c in a.criteria.split(",") if c.strip()) if a.criteria else S.NAMES
+    densities = None
+    if a.densities is not None:
+        try:
+            densities = tuple(float(t) for t in a.densities.split(",") if t.strip())
+        except ValueError:
+            raise ValueError(f"--densities={a.densities!r} is not valid: fractions remaining like 0.5,0.2,0.05") from None
+    if a.learn < 0:
+        raise ValueError(f"--learn={a.learn} is not valid: a number of steps >= 0")
+    config = presets.get(a.preset).with_overrides(([f"seeds={a.seeds}"] if a.seeds is not None else []) + a.overrides)
+    compile_cache.enable()
+    rounds = a.rounds if a.rounds is not None or densities is not None else (7,)
+    res = S.of_config(config, criteria, rounds=rounds if densities is None else None, densities=densities,
+                      learn_steps=a.learn, manual_dir=a.manual_dir, data_dir=a.data_dir)
+    print(f"dense network: test accuracy {100 * res.dense_test_acc.mean():.2f}% after {config.iterations} "
+          f"iterations (mean over {config.seeds} seeds); untrained accuracies below are means over seeds")
+    print(f"{'% remaining':>11} {'criterion':<24} {'theta0 * mask':>13} {'signed const * mask':>19}")
+    for i, (dens, overall) in enumerate(zip(res.densities, res.overall)):
+        layers = ", ".join(f"{n} {100 * d:.1f}%" for n, d in dens.items())
+        print(f"{100 * overall:>11.2f} per layer: {layers}")
+        for c in criteria:
+            print(f"{100 * overall:>11.2f} {c:<24} {100 * res.theta0[c][i].mean():>13.2f} "
+                  f"{100 * res.signed[c][i].mean():>19.2f}")
+    for w, curves in (res.learned or {}).items():
+        print(f"learned supermask on {w}, {a.learn} steps: test accuracy {100 * curves.test_acc_sampled[:, -1].mean():.2f}% "
+              f"(a sampled mask), {100 * curves.test_acc_threshold[:, -1].mean():.2f}% (s > 0, "
+              f"{100 * curves.density[:, -1].mean():.2f}% of weights)")
+
+
 def _cmd_bench(a) -> None:
     from ltjax import bench
 
@@ -316,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"run": _cmd_run, "presets": _cmd_presets, "show": _cmd_show, "runs": _cmd_runs, "compare": _cmd_compare,
-         "plot": _cmd_plot, "instability": _cmd_instability, "bench": _cmd_bench}[args.command](args)
+         "plot": _cmd_plot, "instability": _cmd_instability, "supermask": _cmd_supermask,
+         "bench": _cmd_bench}[args.command](args)
     except _USER_ERRORS as e:
         print(f"ltjax: error: {_message(e)}", file=sys.stderr)
         return 2

@@ -43,10 +43,12 @@ ltjax records it and also the accuracy of the thresholded mask ``s > 0`` (σ(s) 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -54,12 +56,12 @@ from ltjax import data as D
 from ltjax import masks as M
 from ltjax import pruning
 from ltjax.data.order import batch_indices
-from ltjax.train import DeviceData, evaluate, loss_and_correct
+from ltjax.train import DeviceData, device_data, evaluate, loss_and_correct, make_trainer
 
 PyTree = Any
 __all__ = ["rank", "criterion_scores", "criterion_mask", "signed_constant", "masked_accuracy", "sample_mask",
            "threshold_mask", "init_logits", "make_supermask_trainer", "SupermaskSpec", "SupermaskCurves",
-           "SupermaskResult"]
+           "SupermaskResult", "check_criteria", "config_keeps", "of_config", "ConfigSupermasks"]
 
 
 def _is_none(x) -> bool:
@@ -270,3 +272,153 @@ def make_supermask_trainer(model, spec: SupermaskSpec, mean, std) -> Callable:
         return SupermaskResult(w, s, curves)
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+
+
+# -- a study configuration's supermasks ------------------------------------------------------
+
+
+class ConfigSupermasks(NamedTuple):
+    """What :func:`of_config` returns: test accuracies (all test images), seeds on the last axis."""
+
+    dense_test_acc: Any  # (T,) the trained dense network
+    densities: list[dict[str, float]]  # per target: each layer's remaining fraction ("pool" for global scope)
+    overall: list[float]  # per target: the fraction of all prunable weights remaining
+    theta0: dict[str, Any]  # criterion -> (targets, T): θ0 ⊙ mask, untrained
+    signed: dict[str, Any]  # criterion -> (targets, T): signed_constant(θ0) ⊙ mask, untrained
+    learned: dict[str, SupermaskCurves] | None  # "theta0" / "signed_constant" -> curves (T leading), or None
+
+
+def check_criteria(names) -> tuple[str, ...]:
+    """``names`` as a tuple, or a ValueError naming the first unknown one, a close valid name and all
+    valid ones."""
+    from ltjax.config import did_you_mean
+
+    names = tuple(names)
+    if not names:
+        raise ValueError(f"no mask criteria given; valid criteria: {', '.join(NAMES)}")
+    for n in names:
+        if n not in NAMES:
+            raise ValueError(f"unknown mask criterion {n!r}{did_you_mean(n, NAMES)}; valid criteria: {', '.join(NAMES)}")
+    return names
+
+
+def config_keeps(config, sizes: Mapping[str, int], rounds=None, densities=None) -> list:
+    """Survivor targets of a dense mask with layer ``sizes`` (``{layer: weights}``), one per entry of
+    ``rounds`` (IMP's exact counts after r rounds at ``prune_rate`` / ``layer_rates``: 0.8^r and
+    0.9^r remaining for the paper's LeNet) or of ``densities`` (the preset's one-shot rates for that
+    density, :func:`ltjax.rounds.round_rates`). Layerwise scope: ``{layer: count}`` per target;
+    global: the pool's count (layers in ``exclude`` stay dense)."""
+    from ltjax import rounds as R
+
+    if (rounds is None) == (densities is None):
+        raise ValueError("give exactly one of rounds and densities")
+    if not (rounds if rounds is not None else densities):
+        raise ValueError("no pruning targets: give at least one round or density")
+    pool = {n: s for n, s in sizes.items() if not pruning.excluded(n, config.exclude)}
+    cut = lambda n, rate: n - pruning.static_prune_count(n, rate)  # noqa: E731
+    if densities is not None:
+        for d in densities:
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
+                raise ValueError(f"density {d!r} is not valid: a fraction of weights remaining, in (0, 1]")
+        # round_rates of a one-shot study with this one density (its fields only, so not validated)
+        rates = [R.round_rates(dataclasses.replace(config, mode="oneshot", densities=(d,)), list(pool), 1)
+                 for d in densities]
+        if config.scope == "global":
+            return [cut(sum(pool.values()), r) for r in rates]
+        return [{n: cut(s, r[n]) for n, s in pool.items()} for r in rates]
+    out = []
+    for r in rounds:
+        if r < 0:
+            raise ValueError(f"rounds must be >= 0, got {r}")
+        if config.scope == "global":
+            keep = sum(pool.values())
+            for _ in range(r):
+                keep = cut(keep, config.prune_rate)
+        else:
+            q = pruning.layer_rates(list(pool), config.prune_rate, dict(config.layer_rates))
+            keep = dict(pool)
+            for _ in range(r):
+                keep = {n: cut(k, q[n]) for n, k in keep.items()}
+        out.append(keep)
+    return out
+
+
+def _describe_keeps(config, keeps: list, sizes: Mapping[str, int]) -> tuple[list[dict[str, float]], list[float]]:
+    total = sum(sizes.values())
+    kept_dense = {n: 1.0 for n in sizes if pruning.excluded(n, config.exclude)}
+    pool = total - sum(sizes[n] for n in kept_dense)
+    dens, overall = [], []
+    for k in keeps:
+        if isinstance(k, Mapping):
+            dens.append({n: k.get(n, s) / s for n, s in sizes.items()})
+            overall.append(sum(k.get(n, s) for n, s in sizes.items()) / total)
+        else:
+            dens.append({"pool": k / pool, **kept_dense})
+            overall.append((k + total - pool) / total)
+    return dens, overall
+
+
+def _criteria_accuracy(model, ds, data, theta0, final, keys, keeps, criteria, config):
+    """``({criterion: (targets, T)}, same for signed constants)``: one program per criterion, the
+    targets one after another in it (``lax.map``), the seeds vmapped."""
+    dense = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(theta0)
+    stacked = ({n: jnp.array([k[n] for k in keeps], jnp.int32) for n in keeps[0]} if isinstance(keeps[0], Mapping)
+               else jnp.array(keeps, jnp.int32))
+    plain, signed = {}, {}
+    for name in criteria:
+        def one(p0, pf, m, k, data, keep, name=name):
+            score = criterion_scores(name, p0, pf, m, k)
+            mask, _ = pruning.prune_in_steps(lambda _: score, m, 1, keep=keep, scope=config.scope,
+                                             exclude=tuple(config.exclude))
+            acc = lambda w: masked_accuracy(model, w, mask, data, ds.mean, ds.std)[1]  # noqa: E731
+            return acc(p0), acc(signed_constant(p0, m))
+
+        per_seed = jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))
+        run = jax.jit(lambda p0, pf, m, k, data: lax.map(lambda keep: per_seed(p0, pf, m, k, data, keep), stacked))
+        plain[name], signed[name] = map(np.asarray, run(theta0, final, dense, keys, data))
+    return plain, signed
+
+
+def of_config(config, criteria=NAMES, *, rounds=None, densities=None, learn_steps: int = 0,
+              learn_tx: optax.GradientTransformation | None = None, manual_dir: str | None = None,
+              data_dir: str | None = None) -> ConfigSupermasks:
+    """Supermasks of a study configuration's dense network: its θ0 for all ``config.seeds`` (as
+    ``lottery.run`` draws them) trained with its recipe for ``config.iterations`` in one program;
+    then each of ``criteria`` prunes the dense mask one-shot to each target of ``rounds`` or
+    ``densities`` (:func:`config_keeps`; the config's scope and ``exclude``), and the test
+    accuracy of the *untrained* θ0 ⊙ mask and signed-constant ⊙ mask is measured. ``random``
+    draws from ``fold_in(init key, 1)`` per seed. With ``learn_steps > 0`` also learned
+    supermasks on θ0 and on its signed constant (:func:`make_supermask_trainer`; the config's
+    batch size, each seed's data-order key, ``learn_tx`` default ``optax.adam(0.1)``). Models with
+    batch norm are refused."""
+    from ltjax import lottery  # the study driver sits above this module
+
+    criteria = check_criteria(criteria)
+    if isinstance(learn_steps, bool) or not isinstance(learn_steps, int) or learn_steps < 0:
+        raise ValueError(f"learn_steps must be an integer >= 0 (0: no learned supermask), got {learn_steps!r}")
+    config.validate().require_objects()
+    ds = D.load(config.dataset, validation_size=config.validation_size, split_seed=config.split_seed,
+                data_dir=data_dir, manual_dir=manual_dir)
+    model = lottery.build_model(config, ds)
+    if model.stateful:
+        raise ValueError(f"supermasks need a model without batch norm; {config.model!r} has model state")
+    init_keys, data_keys = lottery.seed_keys(config)
+    theta0 = lottery.init_theta0(config, model, init_keys)
+    dense = jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(theta0)
+    sizes = M.size(jax.tree.map(lambda a: a[0], dense))
+    keeps = config_keeps(config, sizes, rounds, densities)
+    data = device_data(ds)
+    final, curves = make_trainer(model, config.train_spec(), ds.mean, ds.std)(theta0, dense, data_keys, data, 0,
+                                                                              config.iterations)
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(init_keys)
+    plain, signed = _criteria_accuracy(model, ds, data, theta0, final, keys, keeps, criteria, config)
+    learned = None
+    if learn_steps:
+        learned = {}
+        for w in ("theta0", "signed_constant"):
+            spec = SupermaskSpec(steps=learn_steps, batch_size=config.batch_size, eval_every=learn_steps,
+                                 signed_constant=w == "signed_constant", tx=learn_tx or optax.adam(0.1))
+            res = make_supermask_trainer(model, spec, ds.mean, ds.std)(theta0, data_keys, data)
+            learned[w] = jax.tree.map(np.asarray, res.curves)
+    dens, overall = _describe_keeps(config, keeps, sizes)
+    return ConfigSupermasks(np.asarray(curves.test_acc[:, -1]), dens, overall, plain, signed, learned)
