@@ -14,6 +14,7 @@ sys.path.insert(0, str(EXPERIMENTS))
 
 import early_tickets  # noqa: E402
 import early_tickets_report  # noqa: E402
+import frankle2020_lmc_report as lmc_report  # noqa: E402
 import layerwise_importance as li  # noqa: E402
 import layerwise_importance_report as li_report  # noqa: E402
 import lth_vs_snip  # noqa: E402
@@ -152,3 +153,34 @@ def test_renda2020_page_says_whether_lr_rewinding_beats_weight_rewinding(tmp_pat
         assert f"weight rewinding\" {verdict}" in text, text
         assert "retrains for **938 iterations**" in text and "| 2 | 64.00 | 97.20 (97.10–97.30) |" in text
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_lmc_page_reads_stability_off_the_barriers(tmp_path):
+    """The instability page and figures from made-up analyses (no training): a dense network is
+    called stable from the first k after which every barrier stays under 2 points, and each IMP
+    strategy lists the densities where it is not."""
+    alphas = [i / 4 for i in range(5)]
+
+    def dense(barriers):
+        errors = [[0.1, 0.1 + b / 2, 0.1 + b, 0.1 + b / 2, 0.1] for b in barriers]
+        return {"k": [0, 100, 500], "alphas": alphas, "test_error": errors, "train_error": errors,
+                "test_instability": barriers, "train_instability": barriers, "iterations": 5000, "wall_seconds": 9.0}
+
+    def imp(barriers, acc):
+        return {"rounds": [0, 1, 2], "density": [1.0, 0.8, 0.64], "test_instability": barriers,
+                "copies_test_acc": acc, "imp_seconds": 5.0, "seconds": 7.0}
+
+    settings = {"lenet_iterations": 5000, "bn_iterations": 1200, "bn_batches": 30, "bn_train_examples": 2000,
+                "rounds": 3, "rewind": 100}
+    res = {"settings": settings, "dense_lenet": dense([0.001, 0.002, 0.0]), "dense_bn": dense([0.3, 0.05, 0.01]),
+           "imp_lenet": {"reset": imp([0.0, 0.01, 0.03], [0.98, 0.981, 0.97]),
+                         "rewind": imp([0.0, 0.0, 0.01], [0.98, 0.982, 0.979]),
+                         "random": imp([0.0, 0.05, 0.2], [0.98, 0.96, 0.9])}}
+    figures = lmc_report.plot(res, tmp_path)
+    assert figures == ["dense.png", "imp.png"] and all((tmp_path / f).stat().st_size > 0 for f in figures)
+    text = lmc_report.page(res, figures)
+    assert "stable at every k measured, k = 0 included (largest barrier 0.20 points)" in text
+    assert "unstable at k = 0 (30.00 points), stable from k = 500 on (10.0% of the 5000 iterations)" in text
+    assert "- **reset**: unstable at 64.0%" in text and "- **rewind**: stable at every density" in text
+    assert "- **random**: unstable at 80.0%, 64.0%" in text
+    assert "| 2 | 64.0 | 3.00 | 97.00 | 1.00 | 97.90 | 20.00 | 90.00 |" in text
