@@ -90,3 +90,17 @@ def test_rounds_and_densities_exclusive(capsys):
         cli.main([*TINY, "--rounds", "3", "--densities", "0.5"])
     assert e.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_config_keeps_by_hand():
+    from ltjax import presets
+
+    sizes = {"fc1": 1000, "fc2": 100, "out": 10}
+    glob = presets.get("lenet_mnist_openlth")  # global 20% per round, out excluded
+    assert S.config_keeps(glob, sizes, rounds=[0, 2]) == [1100, 704]  # 1100 → 880 → 704
+    assert S.config_keeps(glob, sizes, densities=[0.5]) == [550]
+    layer = presets.get("lenet_mnist_iclr2019")  # 20% per round, out 10%
+    assert S.config_keeps(layer, sizes, rounds=[2]) == [{"fc1": 640, "fc2": 64, "out": 8}]  # 9 → 8 (0.9 rounds to 1)
+    assert S.config_keeps(layer, sizes, densities=[0.2]) == [{"fc1": 200, "fc2": 20, "out": 6}]  # out: 1 − 0.8·0.5
+    with pytest.raises(ValueError, match="exactly one"):
+        S.config_keeps(layer, sizes)
