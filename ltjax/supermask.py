@@ -39,6 +39,10 @@ per prunable weight is trained. Each forward pass samples ``m ~ Bernoulli(σ(s))
 ``σ(s)`` (a straight-through estimator). Logits start at a constant (their ``sigmoid_bias``,
 default 0: p = ½); biases are frozen and never masked. Their test accuracy is of a sampled mask;
 ltjax records it and also the accuracy of the thresholded mask ``s > 0`` (σ(s) > ½).
+
+**A study configuration's supermasks**: :func:`of_config` trains a preset's dense network with its
+recipe and measures every criterion's untrained accuracy at the preset's per-layer rates after R
+rounds (:func:`config_keeps`), and optionally learned supermasks; ``ltjax supermask PRESET`` prints it.
 """
 
 from __future__ import annotations
