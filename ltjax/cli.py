@@ -105,6 +105,52 @@ def _add_supermask(sub) -> None:
     sm.add_argument("--data-dir", default=None)
 
 
+def _add_instability(sub) -> None:
+    st = sub.add_parser("instability", help="linear mode connectivity (Frankle et al. 2020): instability of each "
+                                            "round of a reset or rewind run, or with --ks of a preset's dense "
+                                            "network at iterations k")
+    st.add_argument("run_dir", metavar="RUN_OR_PRESET",
+                    help="a run directory; with --ks, a preset name or study file (path/to/study.py:NAME)")
+    st.add_argument("--ks", type=_rounds, default=None, metavar="K,K,...",
+                    help="dense mode: instability of the preset's network trained to each iteration k (its first "
+                         "seed), copies trained to its iterations")
+    st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --ks: override config fields, as `ltjax run --set`")
+    st.add_argument("--rounds", type=_rounds, default=None, metavar="R,R,...", help="rounds to analyze (default all)")
+    st.add_argument("--points", type=int, default=31, help="values of alpha on each path (default 31)")
+    st.add_argument("--bn-batches", type=int, default=30,
+                    help="training batches for batch-norm statistics at each alpha (networks with batch norm)")
+    st.add_argument("--train-examples", type=int, default=10_000, help="training examples the train error uses")
+    st.add_argument("--seed", type=int, default=0, help="keys the copies' data orders")
+    st.add_argument("--ticket-chunk", type=int, default=None, metavar="K", help="train the copies in chunks of K")
+    st.add_argument("--manual-dir", default=None)
+    st.add_argument("--data-dir", default=None)
+
+
+def _add_bench(sub) -> None:
+    b = sub.add_parser("bench", help="training throughput vs the machine's measured matmul peak")
+    b.add_argument("--steps", type=_bench_steps, default=2000, help="timed iterations per measurement")
+    b.add_argument("--conv", action="store_true",
+                   help="also Conv-2 on CIFAR-shaped data, against the same network with flax.linen.Conv")
+    b.add_argument("--full-round", action="store_true",
+                   help="also time one full round of lenet_mnist_iclr2019 (needs MNIST)")
+    b.add_argument("--suite", action="store_true",
+                   help="instead: ticket-steps/s and memory vs vmapped tickets for LeNet-300-100, Conv-2 and ResNet-20 "
+                        "on synthetic data (and a PyTorch loop where importable); writes bench.json and bench.md")
+    b.add_argument("--tickets", type=_ticket_counts, default=(1, 2, 4, 8, 16, 32, 64), metavar="T,T,...",
+                   help="with --suite: ticket counts (default 1,2,4,...,64)")
+    b.add_argument("--models", default=None, metavar="NAME,...",
+                   help="with --suite: lenet300_100, conv2, conv2_patches, resnet20 (default all)")
+    b.add_argument("--out", default="bench", help="with --suite: folder for bench.json and bench.md")
+    b.add_argument("--budget", type=_seconds, default=None, metavar="SECONDS",
+                   help="with --suite: seconds per model after which larger T are not started (default: no bound)")
+    b.add_argument("--no-torch", action="store_true", help="with --suite: do not time the PyTorch loop")
+    b.add_argument("--breakdown", action="store_true",
+                   help="also split one full round of lenet_mnist_openlth into data, compile, training, evaluation "
+                        "and checkpoints (needs MNIST)")
+    b.add_argument("--manual-dir", default=None)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ltjax", description="Lottery-ticket studies in JAX.", epilog=_ENVIRONMENT,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,49 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", metavar="DIR", help="folder for the figures (default RUN/figures): accuracy "
                                                      "and early-stop iteration vs density, per-layer density by round")
 
-    st = sub.add_parser("instability", help="linear mode connectivity (Frankle et al. 2020): instability of each "
-                                            "round of a reset or rewind run, or with --ks of a preset's dense "
-                                            "network at iterations k")
-    st.add_argument("run_dir", metavar="RUN_OR_PRESET",
-                    help="a run directory; with --ks, a preset name or study file (path/to/study.py:NAME)")
-    st.add_argument("--ks", type=_rounds, default=None, metavar="K,K,...",
-                    help="dense mode: instability of the preset's network trained to each iteration k (its first "
-                         "seed), copies trained to its iterations")
-    st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="with --ks: override config fields, as `ltjax run --set`")
-    st.add_argument("--rounds", type=_rounds, default=None, metavar="R,R,...", help="rounds to analyze (default all)")
-    st.add_argument("--points", type=int, default=31, help="values of alpha on each path (default 31)")
-    st.add_argument("--bn-batches", type=int, default=30,
-                    help="training batches for batch-norm statistics at each alpha (networks with batch norm)")
-    st.add_argument("--train-examples", type=int, default=10_000, help="training examples the train error uses")
-    st.add_argument("--seed", type=int, default=0, help="keys the copies' data orders")
-    st.add_argument("--ticket-chunk", type=int, default=None, metavar="K", help="train the copies in chunks of K")
-    st.add_argument("--manual-dir", default=None)
-    st.add_argument("--data-dir", default=None)
-
+    _add_instability(sub)
     _add_supermask(sub)
-
-    b = sub.add_parser("bench", help="training throughput vs the machine's measured matmul peak")
-    b.add_argument("--steps", type=_bench_steps, default=2000, help="timed iterations per measurement")
-    b.add_argument("--conv", action="store_true",
-                   help="also Conv-2 on CIFAR-shaped data, against the same network with flax.linen.Conv")
-    b.add_argument("--full-round", action="store_true",
-                   help="also time one full round of lenet_mnist_iclr2019 (needs MNIST)")
-    b.add_argument("--suite", action="store_true",
-                   help="instead: ticket-steps/s and memory vs vmapped tickets for LeNet-300-100, Conv-2 and ResNet-20 "
-                        "on synthetic data (and a PyTorch loop where importable); writes bench.json and bench.md")
-    b.add_argument("--tickets", type=_ticket_counts, default=(1, 2, 4, 8, 16, 32, 64), metavar="T,T,...",
-                   help="with --suite: ticket counts (default 1,2,4,...,64)")
-    b.add_argument("--models", default=None, metavar="NAME,...",
-                   help="with --suite: lenet300_100, conv2, conv2_patches, resnet20 (default all)")
-    b.add_argument("--out", default="bench", help="with --suite: folder for bench.json and bench.md")
-    b.add_argument("--budget", type=_seconds, default=None, metavar="SECONDS",
-                   help="with --suite: seconds per model after which larger T are not started (default: no bound)")
-    b.add_argument("--no-torch", action="store_true", help="with --suite: do not time the PyTorch loop")
-    b.add_argument("--breakdown", action="store_true",
-                   help="also split one full round of lenet_mnist_openlth into data, compile, training, evaluation "
-                        "and checkpoints (needs MNIST)")
-    b.add_argument("--manual-dir", default=None)
+    _add_bench(sub)
     return p
 
 
