@@ -48,6 +48,14 @@ def test_error_barrier_by_hand():
     np.testing.assert_allclose(stability.error_barrier(errors), [0.30 - 0.11, 0.20 - 0.18, 0.0], atol=1e-7)
 
 
+class _BNNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(
+            nn.Dense(32, name="fc1")(x.reshape(x.shape[0], -1))))
+        return nn.Dense(10, name="out")(h)
+
+
 class _BN(nn.Module):
     momentum: float
 
@@ -147,8 +155,7 @@ def test_analyze_refuses_what_is_not_an_instability_analysis():
 
 
 def test_batch_norm_paths_recompute_statistics_at_every_alpha():
-    module = models.resnet20().module.clone(depth=8, width=4)
-    model = models.wrap(module, input_shape=(28, 28, 1), num_outputs=10)
+    model = models.wrap(_BNNet(), input_shape=(28, 28, 1), num_outputs=10)  # a one-layer net with batch norm
     assert model.stateful
     params = models.run_init(jax.vmap(model.init), jax.random.split(jax.random.PRNGKey(0), 1))
     keys = stability.copy_keys(jax.random.PRNGKey(1), 1)
@@ -165,6 +172,12 @@ def test_batch_norm_paths_recompute_statistics_at_every_alpha():
     _, acc = evaluate(forward, model.merge(weights, stats), DATA.x_test, DATA.y_test, DATA.w_test)
     assert abs((1 - float(acc)) - res.test_error[0, 0]) <= 1 / len(DS.y_test) + 1e-6
     assert not np.allclose(stats["batch_stats"]["bn"]["mean"], state["batch_stats"]["bn"]["mean"])
+    # the interior point's statistics are W(½)'s own, not the mean of the ends' running statistics
+    mid = jax.tree.map(lambda a, b: 0.5 * (a + b), *(jax.tree.map(lambda x: x[0, e], res.copies) for e in (0, 1)))
+    w_mid, s_mid = model.split(mid)
+    own = stability.batch_statistics(model, w_mid, s_mid, D.normalize(DATA.x_train[idx], DS.mean, DS.std))
+    _, acc_mid = evaluate(forward, model.merge(w_mid, own), DATA.x_test, DATA.y_test, DATA.w_test)
+    assert abs((1 - float(acc_mid)) - res.test_error[0, 1]) <= 1 / len(DS.y_test) + 1e-6
 
 
 def test_run_pairs_are_each_rounds_mask_at_the_runs_restart(tmp_path):
