@@ -29,26 +29,24 @@ def _bench_steps(text: str) -> int:
     return n
 
 
-def _ticket_counts(text: str) -> tuple[int, ...]:
-    """argparse type of ``bench --tickets``: positive integers separated by commas."""
-    try:
-        counts = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be positive ticket counts like 1,2,4")
-    return counts
+def _int_list(minimum: int, what: str):
+    """An argparse type: integers >= ``minimum`` separated by commas; ``what`` names them in the
+    error (e.g. "positive ticket counts like 1,2,4")."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(t) for t in text.split(",") if t.strip())
+        except ValueError:
+            values = ()
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be {what}")
+        return values
+
+    return parse
 
 
-def _rounds(text: str) -> tuple[int, ...]:
-    """argparse type of ``instability --rounds``: round numbers >= 0 separated by commas."""
-    try:
-        rounds = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        rounds = ()
-    if not rounds or min(rounds) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be round numbers like 0,3,6")
-    return rounds
+_ticket_counts = _int_list(1, "positive ticket counts like 1,2,4")  # bench --tickets
+_rounds = _int_list(0, "round numbers like 0,3,6")  # --rounds
+_iterations = _int_list(0, "iterations >= 0 like 0,100,500")  # instability --ks
 
 
 def _seconds(text: str) -> float:
@@ -111,7 +109,7 @@ def _add_instability(sub) -> None:
                                             "network at iterations k")
     st.add_argument("run_dir", metavar="RUN_OR_PRESET",
                     help="a run directory; with --ks, a preset name or study file (path/to/study.py:NAME)")
-    st.add_argument("--ks", type=_rounds, default=None, metavar="K,K,...",
+    st.add_argument("--ks", type=_iterations, default=None, metavar="K,K,...",
                     help="dense mode: instability of the preset's network trained to each iteration k (its first "
                          "seed), copies trained to its iterations")
     st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

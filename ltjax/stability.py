@@ -209,10 +209,9 @@ def analyze(model, spec: TrainSpec, mean, std, starts: PyTree, masks: PyTree | N
         masks = jax.vmap(lambda p: make_mask(p, model.is_prunable))(starts)
     if data.x_train.shape[0] < spec.batch_size:
         raise ValueError(f"batch_size={spec.batch_size} exceeds the {data.x_train.shape[0]} training examples")
-    if key_data := getattr(jax.random, "key_data", None):  # compare raw bits, typed or raw keys
-        raw = np.asarray(key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys)
-        if any(np.array_equal(raw[p, 0], raw[p, 1]) for p in range(P)):
-            raise ValueError("each pair needs two different data-order keys: equal keys train identical copies")
+    raw = np.asarray(jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys)
+    if any(np.array_equal(raw[p, 0], raw[p, 1]) for p in range(P)):  # raw bits, of typed or raw keys
+        raise ValueError("each pair needs two different data-order keys: equal keys train identical copies")
     alphas = jnp.linspace(0.0, 1.0, points, dtype=jnp.float32)
     program = jax.jit(functools.partial(_program, model, spec, tuple(mean), tuple(std), stop=int(stop),
                                         length=int(stop - steps.min()),
