@@ -56,7 +56,8 @@ def _conv2_patches() -> models.Model:
 SPEC = dict(optimizer="momentum", lr=0.01, momentum=0.9)
 
 
-def _dataset(shape, batch: int) -> D.Dataset:
+def synthetic_dataset(shape, batch: int) -> D.Dataset:
+    """Random uint8 images of ``shape`` and labels in 0..9, 8 batches of ``batch`` (training split only)."""
     rng = np.random.default_rng(0)
     n = 8 * batch
     x = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
@@ -201,7 +202,7 @@ def suite(tickets=(1, 2, 4, 8, 16, 32, 64), names=tuple(MODELS), steps: dict | i
         factory, batch, shape = MODELS[name]
         model = factory()
         n = steps if isinstance(steps, int) else (steps or default_steps)[name]
-        ds = _dataset(shape, batch)
+        ds = synthetic_dataset(shape, batch)
         m = res["models"][name] = {"batch": batch, "steps": n, "torch_steps_per_s": None,
                                    "torch_default_steps_per_s": None, "rows": [], "skipped": []}
         start = time.perf_counter()

@@ -7,6 +7,7 @@ training run, and that CIFAR-10 fails fast and clearly on an offline machine.
 
 from __future__ import annotations
 
+import re
 import time
 
 import jax
@@ -380,6 +381,45 @@ def test_conv_impls_and_their_gradients_equal_the_lax_convolution(impl):
         np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
         for a, b in zip(vjp(g), vjp_ref(g)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_vmapped_conv_same_runs_tickets_one_by_one_and_keeps_every_gradient():
+    """Under vmap with a kernel per ticket, conv_same's convolutions (forward and both gradients)
+    run one ticket after another, never as a grouped convolution (XLA:CPU and XLA:GPU run those
+    several times slower), unless traced inside grouped_convolutions() (the sharded-ticket path);
+    with one shared kernel the tickets fold into the images' batch axis. Every form, and the
+    gradient of a gradient (GraSP), equals lax.conv_general_dilated's to float32 summation order."""
+    from jax import lax
+
+    from ltjax.models.conv import conv_same, grouped_convolutions
+
+    def ref(a, b):
+        return lax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv):
+        return lambda k, x: jnp.sum(jnp.tanh(conv(x, k)) ** 2)
+
+    def second(conv):  # a Hessian-gradient product, as GraSP's
+        return lambda k, x: jax.grad(lambda kk: jnp.vdot(jax.grad(loss(conv))(kk, x), jax.lax.stop_gradient(kk)))(k)
+
+    rng = np.random.default_rng(1)
+    K = jnp.asarray(rng.normal(size=(3, 3, 3, 2, 4)), jnp.float32)
+    X = jnp.asarray(rng.normal(size=(3, 2, 6, 5, 2)), jnp.float32)
+    for axes in ((0, 0), (0, None), (None, 0)):
+        args = (K if axes[0] == 0 else K[0], X if axes[1] == 0 else X[0])
+        for fn in (lambda c: jax.grad(loss(c), (0, 1)), second):
+            got, want = jax.vmap(fn(conv_same), axes)(*args), jax.vmap(fn(ref), axes)(*args)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+    def groups(conv_grad):
+        text = str(jax.make_jaxpr(jax.vmap(conv_grad))(K, X))
+        return {int(g) for g in re.findall(r"feature_group_count=(\d+)", text)}
+
+    assert groups(jax.grad(loss(conv_same), (0, 1))) == {1}  # per ticket: no grouped convolution
+    with grouped_convolutions():
+        assert max(groups(jax.grad(loss(conv_same), (0, 1)))) == 3  # JAX's own rule: a group per ticket
+    assert groups(jax.grad(loss(conv_same), (0, 1))) == {1}  # and the context undone
 
 
 def test_conv2_with_patch_convolutions_is_the_same_network_under_vmap():

@@ -184,3 +184,25 @@ def test_lmc_page_reads_stability_off_the_barriers(tmp_path):
     assert "- **reset**: unstable at 64.0%" in text and "- **rewind**: stable at every density" in text
     assert "- **random**: unstable at 80.0%, 64.0%" in text
     assert "| 2 | 64.0 | 3.00 | 97.00 | 1.00 | 97.90 | 20.00 | 90.00 |" in text
+
+
+def test_conv_ab_loads_a_revisions_conv_and_swaps_it_in():
+    """experiments/conv_ab.py's 'before' side: conv_same read from a git revision computes the same
+    convolution, and use() makes Conv-2 and the ResNets compute with it until swapped back."""
+    import jax
+    import jax.numpy as jnp
+
+    import conv_ab
+    from ltjax.models import conv as C
+    from ltjax.models import resnet as R
+
+    old = conv_ab.old_conv_same("HEAD")
+    x, k = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 3)), jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+    np.testing.assert_allclose(old(x, k), C.conv_same(x, k), rtol=1e-5, atol=1e-5)
+    now = C.conv_same
+    try:
+        conv_ab.use(old)
+        assert C.CONV_IMPLS["xla"] is old and R.conv_same is old and old is not now
+    finally:
+        conv_ab.use(now)
+    assert C.CONV_IMPLS["xla"] is now and R.conv_same is now

@@ -16,12 +16,16 @@ pools with stride 2. On 32×32×3 CIFAR-10 inputs Conv-2 has about 4.3M weights,
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_batching import custom_vmap
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -30,40 +34,125 @@ def _conv(x: jax.Array, k: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_DN)
 
 
+@functools.lru_cache(maxsize=None)
+def _kernel_grad_op(kh: int, kw: int) -> Callable:
+    """``(x, g) -> dk``, the kernel gradient of a ``kh×kw`` SAME convolution written as an ordinary
+    NHWC convolution: dk[h, w, i, o] = Σ_{n,y,x} x_pad[n, y+h, x+w, i] · g[n, y, x, o] is a
+    convolution of x (batch i, features n) with g (features n → o)."""
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+
+    def dk(x, g):
+        out = lax.conv_general_dilated(
+            jnp.transpose(x, (3, 1, 2, 0)),  # (in, H, W, batch): batch of input channels
+            jnp.transpose(g, (1, 2, 0, 3)),  # (H, W, batch, out): a "kernel" over the image
+            (1, 1), ((ph, kh - 1 - ph), (pw, kw - 1 - pw)), dimension_numbers=_DN,
+        )  # (in, kh, kw, out)
+        return jnp.transpose(out, (1, 2, 0, 3))
+
+    return _one_ticket_at_a_time(dk, weight=None)
+
+
+_GROUPED = threading.local()
+
+
+@contextlib.contextmanager
+def grouped_convolutions():
+    """While tracing inside this context, a vmapped convolution whose kernel is batched becomes one
+    grouped convolution (JAX's own batching rule) rather than a loop over the batch. For a program
+    whose ticket axis is sharded over devices, where a loop over that axis would run the devices'
+    tickets one device after another (:func:`ltjax.train.map_tickets` uses it there)."""
+    before = getattr(_GROUPED, "on", False)
+    _GROUPED.on = True
+    try:
+        yield
+    finally:
+        _GROUPED.on = before
+
+
+def _one_ticket_at_a_time(op: Callable, weight: int | None) -> Callable:
+    """``op(a, b)`` (two arrays) with a batching rule for tickets: where argument ``weight`` is
+    not batched, the batch axis is folded into the images' batch axis (one convolution); otherwise
+    the batch runs one element after another (``lax.map``), each at one network's speed. JAX's
+    own rule would turn a batch of kernels into a grouped convolution, which XLA:CPU and XLA:GPU
+    run several times slower than the same convolutions one by one (Conv-2, 2 tickets: 0.49× and
+    0.35× of one ticket's throughput)."""
+    f = custom_vmap(op)
+
+    @f.def_vmap
+    def rule(n, batched, a, b):
+        if getattr(_GROUPED, "on", False):
+            return jax.vmap(op, in_axes=tuple(0 if bt else None for bt in batched))(a, b), True
+        if weight is not None and not batched[weight]:
+            other = 1 - weight
+            args = [a, b]
+            args[other] = args[other].reshape(-1, *args[other].shape[2:])
+            y = f(*args)
+            return y.reshape(n, -1, *y.shape[1:]), True
+        a, b = (v if bt else jnp.broadcast_to(v, (n, *v.shape)) for v, bt in zip((a, b), batched))
+        return lax.map(lambda ab: f(*ab), (a, b)), True
+
+    return f
+
+
+_conv_op = _one_ticket_at_a_time(_conv, weight=1)
+
+
+def _flip(k: jax.Array) -> jax.Array:
+    """``(kh, kw, i, o)`` → ``(kh, kw, o, i)`` rotated by 180°: the kernel of a SAME convolution's
+    input gradient (odd kernel sizes)."""
+    return jnp.transpose(jnp.flip(k, (0, 1)), (0, 1, 3, 2))
+
+
 @jax.custom_vjp
 def conv_same(x: jax.Array, k: jax.Array) -> jax.Array:
     """Stride-1 SAME convolution, NHWC input and HWIO kernel (odd kernel sizes).
 
-    The same function as ``lax.conv_general_dilated(x, k, (1, 1), "SAME")``, with the
-    kernel gradient written as an ordinary NHWC convolution: dk[h, w, i, o] =
-    Σ_{n,y,x} x_pad[n, y+h, x+w, i] · g[n, y, x, o] is a convolution of x (batch i, features
-    n) with g (features n → o). XLA emits the default form of this gradient as a
-    convolution with unusual dimension numbers, which XLA:CPU runs about 100× slower
-    inside a loop body such as the training scan (jax-ml/jax#12868); the explicit form
-    is equally exact and fast on every backend.
+    The same function as ``lax.conv_general_dilated(x, k, (1, 1), "SAME")``, with both gradients
+    written as ordinary NHWC convolutions: the input gradient is the convolution of the cotangent
+    with the kernel rotated by 180° (in and out swapped), the kernel gradient a convolution of x
+    (batch i, features n) with the cotangent (:func:`_kernel_grad_op`). XLA emits the default
+    forms with unusual dimension numbers, which XLA:CPU runs 5× (input gradient, Conv-2's 64→64
+    layer at batch 60: 131 vs 25 ms) to 100× (kernel gradient, inside a loop body such as the
+    training scan, jax-ml/jax#12868) slower; the explicit forms are equally exact and fast on
+    every backend, and differentiable again (GraSP's Hessian-gradient product).
+
+    Under ``vmap`` with a kernel per ticket, each ticket's convolutions run one after another
+    (:func:`_one_ticket_at_a_time`) instead of as one grouped convolution.
     """
-    return _conv(x, k)
+    return _conv_op(x, k)
 
 
 def _conv_fwd(x, k):
-    return _conv(x, k), (x, k)
+    # conv_same itself (not _conv_op), so that differentiating this rule again (a gradient of a
+    # gradient) also goes through the custom rules: custom_vmap has no reverse-mode rule of its own
+    return conv_same(x, k), (x, k)
 
 
 def _conv_bwd(res, g):
     x, k = res
-    kh, kw = k.shape[0], k.shape[1]
-    ph, pw = (kh - 1) // 2, (kw - 1) // 2
-    _, dx_fn = jax.vjp(lambda a: _conv(a, k), x)
-    (dx,) = dx_fn(g)
-    dk = lax.conv_general_dilated(
-        jnp.transpose(x, (3, 1, 2, 0)),  # (in, H, W, batch): batch of input channels
-        jnp.transpose(g, (1, 2, 0, 3)),  # (H, W, batch, out): a "kernel" over the image
-        (1, 1), ((ph, kh - 1 - ph), (pw, kw - 1 - pw)), dimension_numbers=_DN,
-    )  # (in, kh, kw, out)
-    return dx, jnp.transpose(dk, (1, 2, 0, 3)).astype(k.dtype)
+    return conv_same(g, _flip(k)), kernel_grad(x, g, k.shape[0], k.shape[1]).astype(k.dtype)
 
 
 conv_same.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def kernel_grad(x: jax.Array, g: jax.Array, kh: int, kw: int) -> jax.Array:
+    """The kernel gradient of :func:`conv_same` for input ``x`` and output cotangent ``g``:
+    ``(kh, kw, in, out)``; differentiable (both of its gradients are :func:`conv_same`)."""
+    return _kernel_grad_op(kh, kw)(x, g)
+
+
+def _kgrad_fwd(x, g, kh, kw):
+    return kernel_grad(x, g, kh, kw), (x, g)
+
+
+def _kgrad_bwd(kh, kw, res, c):
+    x, g = res  # dk = Σ x_pad[y+h, x+w, i] g[y, x, o]: linear in x (a flipped conv of g) and in g (a conv of x)
+    return conv_same(g, _flip(c)).astype(x.dtype), conv_same(x, c).astype(g.dtype)
+
+
+kernel_grad.defvjp(_kgrad_fwd, _kgrad_bwd)
 
 
 def conv_patches(x: jax.Array, k: jax.Array) -> jax.Array:
@@ -72,9 +161,8 @@ def conv_patches(x: jax.Array, k: jax.Array) -> jax.Array:
     (h, w, i) order, times the kernel reshaped to ``(kh·kw·in, out)``.
 
     Equal to :func:`conv_same` up to float32 summation order. Under ``vmap`` over tickets (a
-    kernel per ticket) it becomes a batched matmul, where a convolution becomes a grouped
-    convolution, which XLA runs slowly on CPUs and GPUs; it costs ``kh·kw`` times the input's
-    memory for the patches.
+    kernel per ticket) it becomes one batched matmul (:func:`conv_same` runs the tickets' convolutions
+    one after another instead); it costs ``kh·kw`` times the input's memory for the patches.
     """
     kh, kw, ci, co = k.shape
     ph, pw = (kh - 1) // 2, (kw - 1) // 2
