@@ -25,6 +25,7 @@ MODULES = [
     ("ltjax.scores", "weight scores: magnitude and the layerwise importance scores"),
     ("ltjax.pruning", "pruning by scores: layerwise, global, to an exact count"),
     ("ltjax.lottery", "the IMP / LTR round loop: `run` a study"),
+    ("ltjax.midround", "mid-round checkpoints: a round in segments, resumable, stopped by SIGTERM where saved"),
     ("ltjax.store", "run directories: atomic orbax checkpoints, `load_run`"),
     ("ltjax.ticket", "one ticket to carry: `save_ticket` / `load_ticket`, a `.npz` that NumPy reads alone"),
     ("ltjax.identity", "the recorded identity of your own model, optimizer, loss, schedule and data"),

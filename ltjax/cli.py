@@ -385,17 +385,21 @@ def main(argv: list[str] | None = None) -> int:
     except _USER_ERRORS as e:
         print(f"ltjax: error: {_message(e)}", file=sys.stderr)
         return 2
-    except Exception as e:  # data that can't be found, a run in use or damaged
+    except Exception as e:  # data that can't be found, a run in use or damaged; a preemption
         from ltjax.data import DataUnavailableError
+        from ltjax.midround import Preempted
         from ltjax.store import CorruptRunError, RunLockedError
 
+        if isinstance(e, Preempted):
+            print(f"ltjax: {e}", file=sys.stderr)
+            return 128 + 15  # as if SIGTERM had ended it, after saving
         if isinstance(e, (DataUnavailableError, CorruptRunError, RunLockedError)):
             print(f"ltjax: error: {e}", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:
-        print("ltjax: interrupted; rerun the same command to resume after the last complete round",
-              file=sys.stderr)
+        print("ltjax: interrupted; rerun the same command to resume after the last complete round (or mid-round "
+              "checkpoint, with --set training.checkpoint_every=N)", file=sys.stderr)
         return 130
     return 0
 

@@ -33,7 +33,7 @@ NOT_HASHED = ("name", "rounds")
 HASHED_IF_SET = {"controls": (), "shuffle_layers": ("*",), "early_stop": "min_loss", "patience": 4,
                  "patience_every": 500, "flip_round": 0, "scores": (), "augment": "none",
                  "partial_reinit_from": "", "partial_reinit_round": 0, "loss": "cross_entropy", "schedule": "step",
-                 "sweep": "", "sweep_values": (), "model_args": ()}
+                 "sweep": "", "sweep_values": (), "model_args": (), "checkpoint_every": 0}
 SWEEPS = ("lr", "weight_decay", "init_std")  # what sweep may vary per ticket (traced, one program)
 LOSSES = ("cross_entropy",)
 SCHEDULES = ("step", "cosine")
@@ -94,6 +94,8 @@ class Config:
     batch_size: int = _f(100, "minibatch size")
     iterations: int = _f(50_000, "training iterations per round (minibatch steps)")
     eval_every: int = _f(100, "evaluate validation and test every this many iterations")
+    checkpoint_every: int = _f(0, "save the training state every this many iterations inside a round (a multiple "
+                                  "of eval_every), so a killed or preempted run resumes mid-round; 0: once a round")
     loss: str = _f("cross_entropy", "cross_entropy (softmax; sigmoid BCE for one output), or in Python your own "
                                      "loss (logits, labels) -> per-example loss")
     augment: str = _f("none", "training augmentation on the device: none | cifar (4-pixel pad + random crop, "
@@ -434,6 +436,9 @@ class Config:
         self._check("lr_drop_factor", self.lr_drop_factor > 0, "> 0")
         self._check("batch_size", 0 < self.batch_size <= INT32_MAX, f"a positive integer ≤ {INT32_MAX}")
         self._check("eval_every", 0 < self.eval_every <= INT32_MAX, f"a positive integer ≤ {INT32_MAX}")
+        self._check("checkpoint_every", 0 <= self.checkpoint_every <= INT32_MAX and (
+            self.eval_every < 1 or self.checkpoint_every % self.eval_every == 0),
+            f"0 (no mid-round checkpoints) or a positive multiple of eval_every={self.eval_every} (iterations)")
         self._check("iterations", 0 < self.iterations <= INT32_MAX and self.iterations % self.eval_every == 0,
               f"a positive multiple of eval_every={self.eval_every} (at most {INT32_MAX})")
         self._check("lr_drops", all(0 < t < self.iterations for t in self.lr_drops),
@@ -503,7 +508,7 @@ SECTIONS = {
     "model": {"name": "model", "widths": "widths", "args": "model_args", "init": "init", "init_std": "init_std"},
     "training": {k: k for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_drops",
                                 "lr_drop_factor", "warmup_iterations", "batch_size", "iterations", "eval_every",
-                                "loss", "early_stop", "patience", "patience_every")},
+                                "checkpoint_every", "loss", "early_stop", "patience", "patience_every")},
     "pruning": {k: k for k in ("strategy", "rewind_iteration", "mode", "densities", "scope", "scores", "prune_rate",
                                "layer_rates", "exclude", "flip_round")},
     "controls": {"networks": "controls", "shuffle_layers": "shuffle_layers",

@@ -47,7 +47,7 @@ import numpy as np
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import identity, models, rounds, stopping, store
+from ltjax import identity, midround, models, rounds, stopping, store
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
 from ltjax.progress import Progress, resolve as resolve_progress
@@ -361,6 +361,9 @@ class _Study(NamedTuple):
     stop: dict
     passes: Callable[[int], int]  # training passes of n tickets (chunks)
     hyper: dict | None  # per-ticket lr / weight_decay of a sweep (see Config.sweep), else None
+    d: Path  # the run directory
+    watch: midround.Watch | None = None  # SIGTERM seen: stop where the state is saved
+    log: Callable[[str], None] = print
 
 
 def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress, ticket_chunk, states) -> _Study:
@@ -398,7 +401,7 @@ def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress
     passes = lambda n: -(-n // ticket_chunk) if ticket_chunk else 1  # noqa: E731
     hyper = ({config.sweep: shard_tickets(jnp.asarray(config.ticket_sweep(), jnp.float32), mesh)}
              if config.sweep in ("lr", "weight_decay") else None)
-    return _Study(ctx, trainer, bar, mesh, early_stop_spec(config, "val" if len(ds.x_val) else "test"), passes, hyper)
+    return _Study(ctx, trainer, bar, mesh, early_stop_spec(config, "val" if len(ds.x_val) else "test"), passes, hyper, d)
 
 
 def init_theta0(config: Config, model: models.Model, init_keys: jax.Array) -> PyTree:
@@ -430,7 +433,7 @@ def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
         if c_k is None:
             _, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k, hyper=st.hyper)
         st.bar.start("round 0", iters - k, passes=st.passes(T))
-        params, c2 = st.trainer(ctx.theta_k, mask, ctx.data_keys, ctx.data, k, iters - k, hyper=st.hyper)
+        params, c2 = _fit(st, 0, ctx.theta_k, mask, ctx.data_keys, k, iters - k, st.hyper, None)
         return params, jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2), None, ctx
     source = _round_source(ctx, r)
     start, begin = _apply_mask(source, mask), rounds.start_step(ctx.config, r)
@@ -441,9 +444,8 @@ def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
         k_in = jnp.concatenate([ctx.data_keys] * (len(labels) + 1))
         h_in = None if st.hyper is None else {n: jnp.concatenate([v] * (len(labels) + 1)) for n, v in st.hyper.items()}
     st.bar.start(f"round {r}", iters - begin, passes=st.passes(len(k_in)))
-    params, curves = st.trainer(*(shard_tickets(a, st.mesh) for a in (p_in, m_in, k_in)), ctx.data, begin,
-                                iters - begin, hyper=None if h_in is None else shard_tickets(h_in, st.mesh),
-                                hold_lr=rounds.held_lr_step(ctx.config, r))
+    params, curves = _fit(st, r, *(shard_tickets(a, st.mesh) for a in (p_in, m_in, k_in)), begin, iters - begin,
+                          None if h_in is None else shard_tickets(h_in, st.mesh), rounds.held_lr_step(ctx.config, r))
     if not labels:
         return params, curves, None, ctx
     head, tail = (lambda t: jax.tree.map(lambda a: a[:T], t)), (lambda t: jax.tree.map(lambda a: a[T:], t))
@@ -451,39 +453,68 @@ def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
     return head(params), head(curves), c_metrics, ctx
 
 
+def _fit(st: _Study, r: int, params, mask, keys, begin: int, n: int, hyper, hold_lr) -> tuple[PyTree, Curves]:
+    """Round r's training of ``n`` iterations from ``begin``: one trainer call, or with
+    ``checkpoint_every`` segments with a resumable state saved after each (:mod:`ltjax.midround`)."""
+    every, data = st.ctx.config.checkpoint_every, st.ctx.data
+    if not every or every >= n:
+        return st.trainer(params, mask, keys, data, begin, n, hyper=hyper, hold_lr=hold_lr)
+    passes = st.passes(keys.shape[0])
+
+    def bar_at(done: int) -> None:  # a resumed round's bar starts where its checkpoint is
+        st.bar.close()
+        st.bar.start(f"round {r}", n, offset=done * passes, passes=passes)
+
+    return midround.train(st.trainer, params, mask, keys, data, begin, n, every=every, d=st.d, round_=r,
+                          watch=st.watch, hyper=hyper, hold_lr=hold_lr, place=lambda t: shard_tickets(t, st.mesh),
+                          bar_at=bar_at, log=st.log)
+
+
 def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
              progress: bool | str, log: Callable[[str], None], ticket_chunk: int | None = None) -> None:
-    """The round loop: for each round, its mask (:func:`ltjax.rounds.round_mask`), its training
-    (restart and controls: :func:`_train_round`), its metrics, then an atomic save."""
+    """The round loop: :func:`_execute_round` for each round of ``todo``; on SIGTERM it stops where
+    the state is saved (:class:`ltjax.midround.Preempted`), after the round or mid-round."""
     states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
-    st = _setup(config, d, ds, model, progress, ticket_chunk, states)
-    flip = config.flip_round
-    for r in todo:
-        store.fault_point(f"round{r}.start")
-        t0 = time.perf_counter()
-        frozen = np.zeros(config.num_tickets(), bool) if r == 0 else st.ctx.state(r - 1)[2]
-        mask = shard_tickets(rounds.round_mask(st.ctx, r, frozen), st.mesh)
-        params, curves, c_metrics, ctx = _train_round(st, d, r, mask)
-        st = st._replace(ctx=ctx)
-        jax.block_until_ready(params)
-        st.bar.close()
-        store.fault_point(f"round{r}.trained")
-        metrics = round_metrics(r, mask, params, curves, st.stop, time.perf_counter() - t0, frozen)
-        if len(config.scores) > 1:
-            metrics["ticket_score"] = config.ticket_scores()
-        if config.sweep:
-            metrics["ticket_" + config.sweep] = config.ticket_sweep()
-        if c_metrics is not None:
-            metrics["controls"] = c_metrics
-        if flip and r >= flip:
-            metrics["shared_with_flipped"] = _check_flip(mask, st.ctx.state(flip - 1)[0], r, flip)
-        store.save_round(d, r, mask, params, metrics)
-        log(format_round(metrics))
-        states[r] = (mask, params, metrics["diverged"])
-        # Only round r (next round's input), round 0 (one-shot's source) and the flipped
-        # mask's round (LTH_flip's disjointness check) are needed again.
-        for old in [q for q in states if q not in (0, r, flip - 1)]:
-            del states[old]
+    with midround.Watch() as watch:
+        st = _setup(config, d, ds, model, progress, ticket_chunk, states)._replace(watch=watch, log=log)
+        for r in todo:
+            st = _execute_round(st, r, states, log)
+            if watch.requested:
+                raise midround.Preempted(f"stopped on SIGTERM after round {r} was saved; run the same command "
+                                         f"again to continue with round {r + 1}")
+
+
+def _execute_round(st: _Study, r: int, states: dict, log: Callable[[str], None]) -> _Study:
+    """One round: its mask (:func:`ltjax.rounds.round_mask`), its training (restart and controls:
+    :func:`_train_round`), its metrics, then an atomic save; returns ``st`` with θk once trained."""
+    config, d, flip = st.ctx.config, st.d, st.ctx.config.flip_round
+    store.fault_point(f"round{r}.start")
+    t0 = time.perf_counter()
+    frozen = np.zeros(config.num_tickets(), bool) if r == 0 else st.ctx.state(r - 1)[2]
+    mask = shard_tickets(rounds.round_mask(st.ctx, r, frozen), st.mesh)
+    params, curves, c_metrics, ctx = _train_round(st, d, r, mask)
+    st = st._replace(ctx=ctx)
+    jax.block_until_ready(params)
+    st.bar.close()
+    store.fault_point(f"round{r}.trained")
+    metrics = round_metrics(r, mask, params, curves, st.stop, time.perf_counter() - t0, frozen)
+    if len(config.scores) > 1:
+        metrics["ticket_score"] = config.ticket_scores()
+    if config.sweep:
+        metrics["ticket_" + config.sweep] = config.ticket_sweep()
+    if c_metrics is not None:
+        metrics["controls"] = c_metrics
+    if flip and r >= flip:
+        metrics["shared_with_flipped"] = _check_flip(mask, st.ctx.state(flip - 1)[0], r, flip)
+    store.save_round(d, r, mask, params, metrics)
+    midround.discard(d)
+    log(format_round(metrics))
+    states[r] = (mask, params, metrics["diverged"])
+    # Only round r (next round's input), round 0 (one-shot's source) and the flipped
+    # mask's round (LTH_flip's disjointness check) are needed again.
+    for old in [q for q in states if q not in (0, r, flip - 1)]:
+        del states[old]
+    return st
 
 
 def _check_flip(mask: PyTree, flipped: PyTree, r: int, flip: int) -> np.ndarray:

@@ -31,8 +31,9 @@ FIELDS = [f.name for f in fields(Config)]
 SPELLINGS = [f"{s}.{k}" for s, keys in SECTIONS.items() for k in keys] + list(ALIASES)
 PRESETS = sorted(presets.PRESETS)
 # An error names a field with its value ("lr=nan is not valid"), a preflight pattern
-# ("exclude names 'zz'") or the data's bound ("validation_size must be in [0, 59999]").
-NAMES_A_FIELD = re.compile(r"\b(%s)(=| names | must )" % "|".join(FIELDS))
+# ("exclude names 'zz'") or the data's bound ("validation_size must be in [0, 59999]"), in the
+# spelling the user gave (model_args or model.args).
+NAMES_A_FIELD = re.compile(r"\b(%s)(=| names | must )" % "|".join(map(re.escape, FIELDS + SPELLINGS)))
 
 # Sized for about 30 CPU-s in all (an accepted run costs ~20 ms without training): the examples
 # are drawn afresh on every run, so the suite covers more of the space run after run.
