@@ -174,6 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ticket-chunk", type=int, default=None, metavar="K",
                    help="train the tickets in sequential chunks of K inside the program (default: all at "
                         "once); bounds device memory, and K=1 speeds up conv nets on CPU")
+    r.add_argument("--devices-per-ticket", type=int, default=1, metavar="K",
+                   help="split each ticket's minibatch over K devices (a tickets x data mesh; default 1)")
     r.add_argument("--repair", action="store_true",
                    help="recompute damaged (truncated or corrupted) checkpoints from the last good round")
 
@@ -225,7 +227,7 @@ def _cmd_run(a) -> None:
     flag_sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
     config = config.with_overrides(flag_sets + a.overrides)
     run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir, progress=_progress_mode(a),
-                      repair=a.repair, ticket_chunk=a.ticket_chunk)
+                      repair=a.repair, ticket_chunk=a.ticket_chunk, devices_per_ticket=a.devices_per_ticket)
     print(report.round_table(run))
 
 

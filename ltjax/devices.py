@@ -20,20 +20,41 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "tickets"
+DATA = "data"
 
 
-def ticket_mesh(num_tickets: int, devices=None) -> Mesh:
-    """A 1-D mesh over the first ``min(num_tickets, len(devices))`` devices (default: this
-    process's local devices; with several hosts each process runs its own block of seeds, see
-    ``docs/scale.md``)."""
+def ticket_mesh(num_tickets: int, devices=None, data: int = 1) -> Mesh:
+    """A mesh over this process's local devices (or ``devices``; with several hosts each process
+    runs its own block of seeds, see ``docs/scale.md``).
+
+    ``data=1``: a 1-D ``tickets`` mesh over the first ``min(num_tickets, len(devices))`` devices.
+    ``data=k > 1``: a 2-D ``tickets × data`` mesh of ``min(num_tickets, len(devices) // k) × k``
+    devices: each ticket's minibatch is split over the ``k`` devices of its ``data`` row (the
+    gradient, and batch-norm statistics, reduced over the whole batch), tickets over the rows."""
     devices = list(devices if devices is not None else jax.local_devices())
-    return Mesh(np.array(devices[:max(1, min(num_tickets, len(devices)))]), (AXIS,))
+    if isinstance(data, bool) or not isinstance(data, int) or data < 1 or len(devices) % data:
+        raise ValueError(f"data={data!r} is not valid: the devices per ticket, a positive integer dividing the "
+                         f"{len(devices)} devices (e.g. {', '.join(str(k) for k in range(1, len(devices) + 1) if len(devices) % k == 0)})")
+    if data == 1:
+        return Mesh(np.array(devices[:max(1, min(num_tickets, len(devices)))]), (AXIS,))
+    rows = max(1, min(num_tickets, len(devices) // data))
+    return Mesh(np.array(devices[:rows * data]).reshape(rows, data), (AXIS, DATA))
+
+
+def ticket_devices(mesh: Mesh) -> int:
+    """How many ways ``mesh`` splits the ticket axis."""
+    return mesh.shape[AXIS]
+
+
+def data_devices(mesh: Mesh | None) -> int:
+    """How many devices share one ticket's minibatch (1 without a ``data`` axis)."""
+    return 1 if mesh is None or DATA not in mesh.axis_names else mesh.shape[DATA]
 
 
 def shard_tickets(tree: Any, mesh: Mesh) -> Any:
     """Put every array of ``tree`` on ``mesh``: split along its leading (ticket) axis where the
     mesh divides it, replicated where it does not (see the module docstring)."""
-    n = mesh.devices.size
+    n = ticket_devices(mesh)
 
     def put(a):
         spec = P(AXIS) if np.ndim(a) and np.shape(a)[0] % n == 0 else P()
@@ -48,8 +69,8 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 
 def padded_count(num_tickets: int, mesh: Mesh) -> int:
-    """The smallest multiple of the mesh's device count that holds ``num_tickets``."""
-    n = mesh.devices.size
+    """The smallest multiple of the mesh's ticket-axis size that holds ``num_tickets``."""
+    n = ticket_devices(mesh)
     return -(-num_tickets // n) * n
 
 

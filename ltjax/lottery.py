@@ -230,8 +230,15 @@ def run(
     repair: bool = False,
     log: Callable[[str], None] = print,
     ticket_chunk: int | None = None,
+    devices_per_ticket: int = 1,
 ) -> store.Run:
     """Run (or resume) the study described by ``config``; returns the loaded run.
+
+    ``devices_per_ticket=k`` splits each ticket's minibatch over k devices (a ``tickets × data``
+    mesh, :func:`ltjax.devices.ticket_mesh`; the gradient and batch-norm statistics are those of
+    the whole batch) and the tickets over the rest, for networks too large for one device. Like
+    ``ticket_chunk`` it schedules the same computation (the same masks; weights equal to float32
+    rounding), so it is not part of the configuration's hash.
 
     ``ticket_chunk`` trains the tickets (and controls) of a round in sequential chunks of that
     many inside the one program instead of all at once (see :func:`ltjax.train.make_trainer`):
@@ -253,6 +260,13 @@ def run(
                                      or ticket_chunk < 1):
         raise ConfigError(f"ticket_chunk={ticket_chunk!r} is not valid: give a positive number of tickets "
                           f"per chunk, or None to train all tickets at once")
+    try:
+        ticket_mesh(config.num_tickets(), data=devices_per_ticket)
+    except ValueError as e:
+        raise ConfigError(f"devices_per_ticket: {e}") from None
+    if config.batch_size % devices_per_ticket:
+        raise ConfigError(f"devices_per_ticket={devices_per_ticket} must divide batch_size={config.batch_size}: "
+                          f"each device of a ticket gets an equal part of its minibatch")
     ds = D.load(config.dataset, validation_size=config.validation_size, split_seed=config.split_seed,
                 data_dir=data_dir, manual_dir=manual_dir)
     model = build_model(config, ds)
@@ -271,7 +285,7 @@ def run(
         else:
             verb = "resuming at" if done else "starting at"
             log(f"{d}: {verb} round {todo[0]} of {config.rounds}, {config.num_tickets()} ticket(s) in one program")
-            _execute(config, d, ds, model, todo, progress, log, ticket_chunk)
+            _execute(config, d, ds, model, todo, progress, log, ticket_chunk, devices_per_ticket)
     return store.load_run(d)
 
 
@@ -366,9 +380,10 @@ class _Study(NamedTuple):
     log: Callable[[str], None] = print
 
 
-def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress, ticket_chunk, states) -> _Study:
+def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress, ticket_chunk, states,
+           devices_per_ticket: int = 1) -> _Study:
     """θ0 (made and saved, or loaded), θk if on disk, the data on the device and the trainer."""
-    mesh = ticket_mesh(config.num_tickets())
+    mesh = ticket_mesh(config.num_tickets(), data=devices_per_ticket)
     data = replicate(device_data(ds), mesh)
     init_keys, data_keys = shard_tickets(ticket_keys(config), mesh)
     if (d / "theta0").exists():
@@ -471,12 +486,14 @@ def _fit(st: _Study, r: int, params, mask, keys, begin: int, n: int, hyper, hold
 
 
 def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
-             progress: bool | str, log: Callable[[str], None], ticket_chunk: int | None = None) -> None:
+             progress: bool | str, log: Callable[[str], None], ticket_chunk: int | None = None,
+             devices_per_ticket: int = 1) -> None:
     """The round loop: :func:`_execute_round` for each round of ``todo``; on SIGTERM it stops where
     the state is saved (:class:`ltjax.midround.Preempted`), after the round or mid-round."""
     states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
     with midround.Watch() as watch:
-        st = _setup(config, d, ds, model, progress, ticket_chunk, states)._replace(watch=watch, log=log)
+        st = _setup(config, d, ds, model, progress, ticket_chunk, states, devices_per_ticket)._replace(
+            watch=watch, log=log)
         for r in todo:
             st = _execute_round(st, r, states, log)
             if watch.requested:

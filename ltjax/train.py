@@ -27,11 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ltjax import data as D
 from ltjax.data.augment import augment
 from ltjax.data.order import batch_indices
-from ltjax.devices import constrain_tickets, pad_tickets, padded_count
+from ltjax.devices import AXIS, DATA, constrain_tickets, data_devices, pad_tickets, padded_count, ticket_devices
 from ltjax.masks import apply_mask
 from ltjax.models.conv import grouped_convolutions
 
@@ -294,10 +295,13 @@ def evaluate(forward: Callable, params: PyTree, x, y, w, loss: Callable | None =
     return jnp.sum(losses) / n, jnp.sum(oks) / n
 
 
-def make_segments(model, spec: TrainSpec, mean, std, progress=None, mask_update=None) -> Callable:
+def make_segments(model, spec: TrainSpec, mean, std, progress=None, mask_update=None,
+                  place_batch: Callable[[jax.Array], jax.Array] = lambda a: a) -> Callable:
     """``train_one(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin,
     hold_lr=None) -> TrainOutput`` for one ticket: ``num_steps // eval_every`` scanned segments of
-    :func:`make_train_step`, each followed by validation and test evaluation in the same program."""
+    :func:`make_train_step`, each followed by validation and test evaluation in the same program.
+    ``place_batch`` is applied to each minibatch's images and labels (a sharding constraint that
+    splits them over a ``data`` mesh axis)."""
     B, E = spec.batch_size, spec.eval_every
 
     def forward(params, x):
@@ -315,7 +319,7 @@ def make_segments(model, spec: TrainSpec, mean, std, progress=None, mask_update=
             # the segment rather than a few scalar operations (and a loop) inside every step
             idxs = jax.vmap(lambda t: batch_indices(key, n, B, t))(ts)
             state, (losses, accs) = lax.scan(
-                lambda s, i: step(s, Batch(data.x_train[i], data.y_train[i])), state, idxs)
+                lambda s, i: step(s, Batch(place_batch(data.x_train[i]), place_batch(data.y_train[i]))), state, idxs)
             trained = model.merge(state.params, state.model_state)
             val = evaluate(forward, trained, data.x_val, data.y_val, data.w_val, spec.loss)
             test = evaluate(forward, trained, data.x_test, data.y_test, data.w_test, spec.loss)
@@ -340,7 +344,6 @@ def map_tickets(one: Callable, args: tuple, ticket_chunk: int | None = None, mes
     """``one`` over the leading ticket axis of ``args`` (``args[2]`` are the keys): vmapped, in
     chunks of ``ticket_chunk`` one after another, or spread over ``mesh``'s devices (padded to a
     multiple of them with copies of the last ticket, the copies dropped from the outputs)."""
-    T = args[2].shape[0]
     if mesh is None or mesh.devices.size == 1:
         return _dispatch(one, args, ticket_chunk)
     with grouped_convolutions():  # a loop over the sharded ticket axis would run the devices in turn
@@ -349,21 +352,24 @@ def map_tickets(one: Callable, args: tuple, ticket_chunk: int | None = None, mes
 
 def _map_on_mesh(one: Callable, args: tuple, ticket_chunk: int | None, mesh):
     T = args[2].shape[0]
-    n_dev, Tp = mesh.devices.size, padded_count(T, mesh)
+    n_dev, Tp = ticket_devices(mesh), padded_count(T, mesh)
+    # with a data axis, the ticket axis's vmap names the mesh axis it runs along, so the batch's
+    # sharding constraint inside (over "data") keeps the tickets split over "tickets"
+    spmd = AXIS if data_devices(mesh) > 1 else None
     padded = pad_tickets(args, Tp)
     if ticket_chunk and ticket_chunk < Tp // n_dev:
         # chunk within each device: a (devices, tickets per device) split, the device axis
         # sharded, so every device maps over its own tickets (a map over the sharded axis
         # itself would run the devices one after another)
         split = constrain_tickets(jax.tree.map(lambda a: a.reshape(n_dev, Tp // n_dev, *a.shape[1:]), padded), mesh)
-        out = jax.vmap(lambda a: _dispatch(one, a, ticket_chunk))(split)
+        out = jax.vmap(lambda a: _dispatch(one, a, ticket_chunk), spmd_axis_name=spmd)(split)
         out = jax.tree.map(lambda a: a.reshape(Tp, *a.shape[2:]), out)
     else:
-        out = _dispatch(one, constrain_tickets(padded, mesh), ticket_chunk)
+        out = _dispatch(one, constrain_tickets(padded, mesh), ticket_chunk, spmd)
     return jax.tree.map(lambda a: a[:T], out)
 
 
-def _dispatch(one: Callable, args: tuple, ticket_chunk: int | None):
+def _dispatch(one: Callable, args: tuple, ticket_chunk: int | None, spmd: str | None = None):
     T = args[2].shape[0]
     if T == 1:  # one ticket: the unbatched program (XLA:CPU's batched matmuls are slower)
         out = one(jax.tree.map(lambda a: a[0], args))
@@ -372,7 +378,7 @@ def _dispatch(one: Callable, args: tuple, ticket_chunk: int | None):
         return lax.map(one, args)
     if ticket_chunk and ticket_chunk < T:
         return lax.map(one, args, batch_size=ticket_chunk)  # vmapped within a chunk
-    return jax.vmap(one)(args)
+    return jax.vmap(one, spmd_axis_name=spmd)(args)
 
 
 def make_trainer(
@@ -421,7 +427,13 @@ def make_trainer(
     B, E = spec.batch_size, spec.eval_every
     if ticket_chunk is not None and ticket_chunk < 1:
         raise ValueError(f"ticket_chunk must be a positive number of tickets or None (all at once), got {ticket_chunk}")
-    train_one = make_segments(model, spec, mean, std, progress, mask_update)
+    k = data_devices(mesh)
+    if B % k:
+        raise ValueError(f"batch_size={B} must be a multiple of the mesh's {k} data devices, which split each "
+                         f"ticket's minibatch")
+    place = (lambda a: a) if k == 1 else (
+        lambda a: lax.with_sharding_constraint(a, NamedSharding(mesh, PartitionSpec(DATA))))
+    train_one = make_segments(model, spec, mean, std, progress, mask_update, place)
 
     def tickets(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin, hold_lr):
         one = lambda a: train_one(*a, data, start_step, num_steps, origin, hold_lr)  # noqa: E731
@@ -451,4 +463,5 @@ def make_trainer(
                                             int(num_steps), as_int(origin), as_int(hold_lr)))
 
     train.stateful = stateful
+    train.jitted = jitted  # (params, mask, key, hyper, data, start_step, num_steps, hold_lr): for lowering
     return train

@@ -1,6 +1,7 @@
 """End-to-end lottery runs on real MNIST at small size: accuracy, exact densities, reset and
 rewind exactness, resume after SIGKILL, sharding over forced host devices."""
 
+import json
 import os
 import subprocess
 import sys
@@ -260,3 +261,93 @@ def test_reinit_and_shuffle_controls_train_beside_the_ticket(tmp_path):
     np.testing.assert_array_equal(sh["out"]["overlap"], sh["out"]["kept_a"])  # out is not in shuffle_layers
     rnd = c["random"]["vs_ticket"]
     assert np.all(np.asarray(rnd["total"]["overlap"]) < np.asarray(rnd["total"]["kept_a"]))  # new positions
+
+
+_TWO_AXES = """
+import json, sys
+import numpy as np
+import jax
+from ltjax import lottery, presets
+from ltjax.devices import ticket_mesh, replicate, shard_tickets
+from ltjax.train import make_trainer, device_data
+from ltjax import data as D, masks as M
+cfg = presets.get("lenet_mnist_openlth").replace(widths=(64,), iterations=100, eval_every=50, seeds=8, rounds=2,
+                                                 batch_size=64)
+for k in (1, 2, 4, 8):
+    lottery.run(cfg, f"{sys.argv[1]}/k{k}", progress=False, log=lambda s: None, devices_per_ticket=k)
+# the compiled program: all-reduces of the gradient over the data axis where there is one
+ds = D.load(cfg.dataset, validation_size=cfg.validation_size, split_seed=cfg.split_seed)
+model = lottery.build_model(cfg, ds)
+hlo = {}
+for k in (1, 4):
+    mesh = ticket_mesh(8, data=k)
+    train = make_trainer(model, cfg.train_spec(), ds.mean, ds.std, mesh=mesh)
+    keys = shard_tickets(jax.random.split(jax.random.PRNGKey(0), 8), mesh)
+    params = shard_tickets(jax.vmap(model.init)(keys), mesh)
+    mask = shard_tickets(jax.vmap(lambda p: M.make_mask(p, model.is_prunable))(params), mesh)
+    text = train.jitted.lower(params, mask, keys, None, replicate(device_data(ds), mesh), 0, 50, None).compile().as_text()
+    hlo[k] = text.count("all-reduce(")
+# batch norm over a split batch sees the whole batch: per-device statistics of 8 of the 32
+# examples would move the weights far more than float32 rounding does
+import flax.linen as nn
+from ltjax import models
+
+
+class BatchNormMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dense(32, name="fc1")(x.reshape(x.shape[0], -1))
+        return nn.Dense(10, name="out")(nn.relu(nn.BatchNorm(use_running_average=not train)(x)))
+
+
+bn = cfg.replace(model=models.wrap(BatchNormMLP(), input_shape=(28, 28, 1), num_outputs=10), widths=(),
+                 iterations=40, eval_every=20, seeds=2, rounds=1, batch_size=32)
+runs = [lottery.run(bn, f"{sys.argv[1]}/bn{k}", progress=False, log=lambda s: None, devices_per_ticket=k).rounds[0]
+        for k in (1, 4)]
+hlo["bn_diff"] = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                     for a, b in zip(jax.tree.leaves(runs[0].params), jax.tree.leaves(runs[1].params)))
+print(json.dumps(hlo))
+"""
+
+
+def test_tickets_times_data_meshes_match_one_device(tmp_path):
+    """8 tickets on 8 forced host devices as 8×1, 4×2, 2×4 and 1×8 (tickets × data): each
+    ticket's minibatch of 64 split over its data devices, the gradient reduced over them (more
+    all-reduces in the compiled program than the 1-D mesh has). Every factorization
+    keeps exactly one device's per-layer counts and the same masks (at most a few weights at the
+    pruning threshold may trade places), and weights equal to float32 rounding: the batch's loss
+    is summed per device, then across devices, in another order than one device's sum (1e-5
+    after 100 steps of SGD, against weights of order 0.1). A batch-norm network whose batch of 32 is split over 4 devices
+    trains as on one device per ticket: its statistics are those of the whole batch."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    proc = subprocess.run([sys.executable, "-c", _TWO_AXES, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hlo = json.loads(proc.stdout.splitlines()[-1])
+    assert hlo["4"] > hlo["1"], hlo  # the gradient (and the batch loss) reduced over the data devices
+    assert hlo["bn_diff"] < 1e-4, hlo  # batch norm: 2×1 vs 2×4 devices
+    cfg = presets.get("lenet_mnist_openlth").replace(widths=(64,), iterations=100, eval_every=50, seeds=8, rounds=2,
+                                                     batch_size=64)
+    one = lottery.run(cfg, tmp_path / "one", progress=False, log=_quiet)
+    for k in (1, 2, 4, 8):
+        (d,) = list((tmp_path / f"k{k}").iterdir())
+        run = load_run(d)
+        for ra, rb in zip(one.rounds, run.rounds, strict=True):
+            for n, count in ra.metrics["remaining"].items():
+                np.testing.assert_array_equal(count, rb.metrics["remaining"][n])
+            agree = [np.mean(np.asarray(x) == np.asarray(y)) for x, y in zip(_leaves(ra.mask), _leaves(rb.mask))]
+            assert min(agree) > 0.999, (k, agree)
+            for x, y in zip(_leaves(ra.params), _leaves(rb.params)):
+                np.testing.assert_allclose(x, y, atol=1e-5, err_msg=f"{k} devices per ticket")
+
+
+def test_devices_per_ticket_must_divide_the_devices_and_the_batch(tmp_path):
+    """A data-axis size the devices (here 1) or the batch do not divide is refused before any
+    data is loaded or anything is written."""
+    from ltjax.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"devices_per_ticket: data=3 is not valid: .*dividing the 1 devices"):
+        lottery.run(SMALL, tmp_path, progress=False, log=_quiet, devices_per_ticket=3)
+    with pytest.raises(ConfigError, match="devices_per_ticket: data=0 is not valid"):
+        lottery.run(SMALL, tmp_path, progress=False, log=_quiet, devices_per_ticket=0)
+    assert not list(tmp_path.iterdir())
