@@ -440,13 +440,13 @@ def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
     c_k = None
     if ctx.theta_k is None:  # only when rewinding to k > 0 and theta_k is not on disk yet
         st.bar.start(f"theta_k (iteration {k})", k, passes=st.passes(T))
-        theta_k, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k, hyper=st.hyper)
+        theta_k, c_k = _fit(st, 0, ctx.theta0, ctx.dense, ctx.data_keys, 0, k, st.hyper, None)
         st.bar.close()
         store.save_once(d / "theta_k", theta_k)
         ctx = ctx._replace(theta_k=theta_k)
     if r == 0 and k > 0:  # round 0 continues from θk; if θk came from disk, redo its curves
         if c_k is None:
-            _, c_k = st.trainer(ctx.theta0, ctx.dense, ctx.data_keys, ctx.data, 0, k, hyper=st.hyper)
+            _, c_k = _fit(st, 0, ctx.theta0, ctx.dense, ctx.data_keys, 0, k, st.hyper, None)
         st.bar.start("round 0", iters - k, passes=st.passes(T))
         params, c2 = _fit(st, 0, ctx.theta_k, mask, ctx.data_keys, k, iters - k, st.hyper, None)
         return params, jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2), None, ctx
