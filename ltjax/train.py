@@ -404,9 +404,7 @@ def make_trainer(
     ``ticket_chunk=k`` trains the tickets in chunks of k, one chunk after another inside the
     same compiled program (``lax.map`` with ``batch_size=k``), vmapped within a chunk; the
     default vmaps all T at once. Chunks bound the memory of a study whose tickets do not fit
-    on the device together; ``k=1`` also trains convolutional tickets each at one ticket's
-    speed on a CPU, where vmapped tickets reach about 0.9× of it. Every ticket computes the same
-    function either way.
+    on the device together. Every ticket computes the same function either way.
 
     ``mask_update(t, params, mask) -> mask`` (one ticket's arrays), if given, runs before the
     gradient of every iteration ``t`` inside the compiled loop; the weights it prunes are

@@ -383,15 +383,20 @@ def test_conv_impls_and_their_gradients_equal_the_lax_convolution(impl):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_vmapped_conv_same_runs_tickets_one_by_one_and_keeps_every_gradient():
+@pytest.mark.parametrize("unroll", [16, 1])
+def test_vmapped_conv_same_runs_tickets_one_by_one_and_keeps_every_gradient(unroll, monkeypatch):
     """Under vmap with a kernel per ticket, conv_same's convolutions (forward and both gradients)
-    run one ticket after another, never as a grouped convolution (XLA:CPU and XLA:GPU run those
-    several times slower), unless traced inside grouped_convolutions() (the sharded-ticket path);
-    with one shared kernel the tickets fold into the images' batch axis. Every form, and the
-    gradient of a gradient (GraSP), equals lax.conv_general_dilated's to float32 summation order."""
+    are one convolution per ticket (unroll=16: 3 ops side by side; unroll=1: a loop over the 3),
+    never a grouped convolution (XLA:CPU and XLA:GPU run those several times slower), unless
+    traced inside grouped_convolutions() (the sharded-ticket path); with one shared kernel the
+    tickets fold into the images' batch axis. Every form, and the gradient of a gradient (GraSP),
+    equals lax.conv_general_dilated's to float32 summation order."""
     from jax import lax
 
+    from ltjax.models import conv as conv_module
     from ltjax.models.conv import conv_same, grouped_convolutions
+
+    monkeypatch.setattr(conv_module, "UNROLL_TICKETS", unroll)
 
     def ref(a, b):
         return lax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -417,6 +422,8 @@ def test_vmapped_conv_same_runs_tickets_one_by_one_and_keeps_every_gradient():
         return {int(g) for g in re.findall(r"feature_group_count=(\d+)", text)}
 
     assert groups(jax.grad(loss(conv_same), (0, 1))) == {1}  # per ticket: no grouped convolution
+    loops = str(jax.make_jaxpr(jax.vmap(jax.grad(loss(conv_same), (0, 1))))(K, X)).count("scan[")
+    assert (loops > 0) == (unroll < 3), loops
     with grouped_convolutions():
         assert max(groups(jax.grad(loss(conv_same), (0, 1)))) == 3  # JAX's own rule: a group per ticket
     assert groups(jax.grad(loss(conv_same), (0, 1))) == {1}  # and the context undone
