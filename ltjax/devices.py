@@ -33,8 +33,9 @@ def ticket_mesh(num_tickets: int, devices=None, data: int = 1) -> Mesh:
     gradient, and batch-norm statistics, reduced over the whole batch), tickets over the rows."""
     devices = list(devices if devices is not None else jax.local_devices())
     if isinstance(data, bool) or not isinstance(data, int) or data < 1 or len(devices) % data:
+        divisors = ", ".join(str(k) for k in range(1, len(devices) + 1) if len(devices) % k == 0)
         raise ValueError(f"data={data!r} is not valid: the devices per ticket, a positive integer dividing the "
-                         f"{len(devices)} devices (e.g. {', '.join(str(k) for k in range(1, len(devices) + 1) if len(devices) % k == 0)})")
+                         f"{len(devices)} devices (e.g. {divisors})")
     if data == 1:
         return Mesh(np.array(devices[:max(1, min(num_tickets, len(devices)))]), (AXIS,))
     rows = max(1, min(num_tickets, len(devices) // data))

@@ -100,11 +100,6 @@ def _bits(masks: dict[str, jax.Array]) -> tuple[np.ndarray, int]:
     return np.packbits(flat, axis=-1), flat.shape[-1]
 
 
-def _flat_state(opt_state: PyTree) -> dict:
-    """Optimizer state as numbered leaves (orbax would restore its named tuples as dicts)."""
-    return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}
-
-
 def _unflat_state(flat: dict | None, template: PyTree) -> PyTree:
     leaves = [flat[k] for k in sorted(flat or {})]
     want = jax.tree.structure(template).num_leaves
@@ -113,7 +108,7 @@ def _unflat_state(flat: dict | None, template: PyTree) -> PyTree:
                          f"an ltjax whose optimizer state also held batch-norm statistics (before 2026-12). Delete "
                          f"the study's 'resume' folder to retrain the baseline from epoch 0 (it computes the same "
                          f"weights; the finished epoch_NNN folders are kept), or finish it with that ltjax")
-    return jax.tree_util.tree_unflatten(jax.tree.structure(template), leaves)
+    return store.unflat_leaves(flat or {}, template)
 
 
 def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exclude: tuple[str, ...] | None = None,
@@ -184,7 +179,7 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
                 params, opt_state = o.params, o.opt_state
                 acc = {"test_acc": np.asarray(o.curves.test_acc[:, -1]), "val_acc": np.asarray(o.curves.val_acc[:, -1])}
                 # the resume point first (only the newest is kept), then the epoch's record
-                flat = _flat_state(opt_state)
+                flat = store.flat_leaves(opt_state)
                 store.save_latest(d / "resume", {"params": params, **({"opt_state": flat} if flat else {}),
                                                  "epoch": np.int64(e), **acc})
                 store.fault_point(f"epoch{e}.resumable")

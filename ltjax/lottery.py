@@ -495,13 +495,13 @@ def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: 
         st = _setup(config, d, ds, model, progress, ticket_chunk, states, devices_per_ticket)._replace(
             watch=watch, log=log)
         for r in todo:
-            st = _execute_round(st, r, states, log)
+            st = _execute_round(st, r, states)
             if watch.requested:
                 raise midround.Preempted(f"stopped on SIGTERM after round {r} was saved; run the same command "
                                          f"again to continue with round {r + 1}")
 
 
-def _execute_round(st: _Study, r: int, states: dict, log: Callable[[str], None]) -> _Study:
+def _execute_round(st: _Study, r: int, states: dict) -> _Study:
     """One round: its mask (:func:`ltjax.rounds.round_mask`), its training (restart and controls:
     :func:`_train_round`), its metrics, then an atomic save; returns ``st`` with θk once trained."""
     config, d, flip = st.ctx.config, st.d, st.ctx.config.flip_round
@@ -525,7 +525,7 @@ def _execute_round(st: _Study, r: int, states: dict, log: Callable[[str], None])
         metrics["shared_with_flipped"] = _check_flip(mask, st.ctx.state(flip - 1)[0], r, flip)
     store.save_round(d, r, mask, params, metrics)
     midround.discard(d)
-    log(format_round(metrics))
+    st.log(format_round(metrics))
     states[r] = (mask, params, metrics["diverged"])
     # Only round r (next round's input), round 0 (one-shot's source) and the flipped
     # mask's round (LTH_flip's disjointness check) are needed again.

@@ -96,18 +96,11 @@ class _Writer:
             raise e
 
 
-def _flat(tree: PyTree) -> dict:
-    """A pytree's leaves as ``{"00000": leaf, ...}`` (orbax restores named tuples as dicts)."""
-    return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
-
-
-def _unflat(flat: dict, template: PyTree) -> PyTree:
-    return jax.tree_util.tree_unflatten(jax.tree.structure(template), [jnp.asarray(flat[k]) for k in sorted(flat)])
-
-
-def _resume_point(path: Path, tag: dict, template, log) -> tuple[int, PyTree, PyTree, list[Curves]]:
+def _resume_point(path: Path, tag: dict, template: Callable[[], Any],
+                  log) -> tuple[int, PyTree, PyTree, list[Curves]]:
     """``(iterations done, params, opt_state, curves)`` saved for this round (``tag``), or a start
-    from scratch when nothing, another round's state or a damaged one (moved aside) is there."""
+    from scratch when nothing, another round's state or a damaged one (moved aside) is there.
+    ``template()`` gives the trees' structure (traced only when a saved state is read)."""
     store.recover_latest(path)
     if not path.exists():
         return 0, None, None, []
@@ -119,8 +112,10 @@ def _resume_point(path: Path, tag: dict, template, log) -> tuple[int, PyTree, Py
     if {k: int(saved[k]) for k in tag} != tag:  # another round's (killed after its commit): stale
         return 0, None, None, []
     curves = Curves(**{k: jnp.asarray(v) for k, v in saved["curves"].items()})
-    return (int(saved["done"]), _unflat(saved["params"], template.params),
-            _unflat(saved["opt_state"], template.opt_state), [curves])
+    out = template()
+    params, opt_state = (jax.tree.map(jnp.asarray, store.unflat_leaves(saved[k], getattr(out, k)))
+                         for k in ("params", "opt_state"))
+    return int(saved["done"]), params, opt_state, [curves]
 
 
 def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data, begin: int, n: int, *,
@@ -135,7 +130,7 @@ def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data
     run = lambda p, steps, at, opt: trainer.stateful(  # noqa: E731
         p, mask, keys, data, begin + at, steps, opt_state=opt, origin=None if opt is None else begin, hyper=hyper,
         hold_lr=hold_lr)
-    template = jax.eval_shape(lambda: run(params, min(every, n), 0, None))
+    template = lambda: jax.eval_shape(lambda: run(params, min(every, n), 0, None))  # noqa: E731
     done, p, opt, curves = _resume_point(path, tag, template, log)
     if done:
         log(f"round {round_}: resuming at iteration {begin + done} from its mid-round checkpoint")
@@ -150,7 +145,8 @@ def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data
         if done < n:
             so_far = jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *curves)
             curves = [so_far]
-            writer.save(path, {**tag, "done": np.int64(done), "params": _flat(params), "opt_state": _flat(opt),
+            writer.save(path, {**tag, "done": np.int64(done), "params": store.flat_leaves(params),
+                               "opt_state": store.flat_leaves(opt),
                                "curves": so_far._asdict()}, fault=f"round{round_}.at{begin + done}")
             if watch is not None and watch.requested:
                 writer.join()

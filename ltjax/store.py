@@ -291,6 +291,17 @@ def part(d: Path, kind: str, key: dict, compute) -> dict:
     return done if done is not None else save_part(d, kind, key, compute())
 
 
+def flat_leaves(tree: PyTree) -> dict:
+    """A pytree's leaves as ``{"00000": leaf, ...}``, for saving a tree (such as an optimizer
+    state of named tuples) that orbax would restore as plain dicts; :func:`unflat_leaves` undoes it."""
+    return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
+
+
+def unflat_leaves(flat: dict, template: PyTree) -> PyTree:
+    """The tree of ``template``'s structure holding the leaves :func:`flat_leaves` numbered."""
+    return jax.tree_util.tree_unflatten(jax.tree.structure(template), [flat[k] for k in sorted(flat)])
+
+
 def save_latest(path: Path, tree: PyTree) -> None:
     """Replace the checkpoint at ``path`` with ``tree`` (a resume point, of which only the newest
     is kept): ``tree`` is committed to ``path.new`` first, then swapped in, so a kill at any
