@@ -34,6 +34,7 @@ MODULES = [
     ("ltjax.progress", "progress reports of long training calls: bar or plain lines"),
     ("ltjax.compile_cache", "JAX's persistent compilation cache for ltjax commands"),
     ("ltjax.devices", "placing the ticket axis on devices"),
+    ("ltjax.distributed", "several hosts, one program: `initialize`, global arrays, one process writes"),
     ("ltjax.controls", "reinitialized and shuffled controls"),
     ("ltjax.snip", "SNIP and iterative SNIP"),
     ("ltjax.at_init", "pruning at initialization: SynFlow, GraSP, inverted scores, layer collapse"),

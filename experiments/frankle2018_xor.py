@@ -9,10 +9,15 @@ configuration train together in one vmapped program (:mod:`ltjax.xor`).
     python experiments/frankle2018_xor.py --quick    # 200 trials, 5000 iterations
     python experiments/frankle2018_xor.py --sweep    # also the learning-rate sweep (dense 10 and 2 units)
 
-Writes ``results.json`` and the figures ``figure1.png``, ``figure2.png``,
-``tickets_vs_random.png``, ``final_loss.png`` (and ``lr_sweep.png`` with ``--sweep``) to ``--out`` (full:
-``docs/results/frankle2018_xor``, quick: ``runs/frankle2018_xor_quick``), and prints both
-tables as Markdown with the paper's numbers beside ltjax's.
+The study runs in a run directory of the store, ``<--runs>/frankle2018_xor-<hash of the
+settings>/`` (:func:`ltjax.xor.open_run`): every configuration's result (the random networks of a
+width and learning rate, each protocol and heuristic; one-shot per target width) is a part kept
+there as it finishes, so a killed run continues with the parts it lacks, and a finished one run
+again recomputes nothing. ``results.json``, the figures ``figure1.png``, ``figure2.png``,
+``tickets_vs_random.png``, ``final_loss.png`` (and ``lr_sweep.png`` with ``--sweep``) are
+made from the parts and written to ``--out`` (full: ``docs/results/frankle2018_xor``, quick:
+``runs/frankle2018_xor_quick``), and both tables are printed as Markdown with the paper's
+numbers beside ltjax's.
 
 Counting (Figure 2's caption): a pruned column counts a trial only when both the 10-unit
 network and the pruned ticket succeed by that criterion, as a percentage of *all* trials;
@@ -33,9 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from ltjax import store
 from ltjax import xor as X
 
 WIDTHS = (2, 4, 6, 8, 10)
@@ -58,11 +63,6 @@ def se(p: float, n: int) -> float:
     return 100.0 * math.sqrt(max(p / 100 * (1 - p / 100), 0.0) / n)
 
 
-def bits(a) -> str:
-    """Per-trial outcomes as a '0'/'1' string (trial order), for paired comparisons later."""
-    return "".join("1" if v else "0" for v in np.asarray(a))
-
-
 def mcnemar(x: np.ndarray, y: np.ndarray) -> dict:
     """Paired comparison of two bool outcome arrays over the same trials: discordant counts and
     the exact two-sided McNemar p-value (binomial test of the discordant pairs at 1/2)."""
@@ -72,16 +72,6 @@ def mcnemar(x: np.ndarray, y: np.ndarray) -> dict:
     return {"only_first": n10, "only_second": n01, "p_value": p}
 
 
-def trial_key(seed: int, width: int) -> jax.Array:
-    """Trials of width ``h`` draw θ0 from ``fold_in(PRNGKey(seed), h)``."""
-    return jax.random.fold_in(jax.random.PRNGKey(seed), width)
-
-
-def max_point_loss(model, params) -> np.ndarray:
-    _, y = X.xor_data()
-    return np.asarray(jnp.max(X.per_point_loss(X.logits_on_xor(model, params), y), axis=-1))
-
-
 def _in_threads(fn, items):
     """``[fn(x) for x in items]`` on one thread per CPU core: the configurations are independent,
     JAX compiles and runs with the GIL released, and a 2-unit network cannot fill two cores."""
@@ -89,82 +79,71 @@ def _in_threads(fn, items):
         return list(pool.map(fn, items))
 
 
-def run_figure1(trials, iterations, lr, seed, log):
-    """Train random networks of every width; returns (rows, state of the 10-unit trials)."""
-    def one(h):
-        t0 = time.time()
-        model = X.network(h)
-        theta0, mask, _ = X.init_trials(model, trial_key(seed, h), trials)
-        train = X.make_train_fn(model, lr=lr, iterations=iterations)
-        trained = jax.block_until_ready(train(theta0, mask))
-        ok = X.success(model, trained)
-        row = {"db": pct(ok.db), "zl": pct(ok.zl), "seconds": time.time() - t0,
-               "db_trials": bits(ok.db), "zl_trials": bits(ok.zl)}
-        return row, max_point_loss(model, trained), dict(model=model, theta0=theta0, mask=mask, train=train,
-                                                          trained=trained, ok=ok)
-
-    rows, losses, state = {}, {}, None
-    for h, (row, loss, st) in zip(WIDTHS, _in_threads(one, WIDTHS)):
-        rows[h], losses[h] = row, loss
-        log(f"figure 1: {h:2d} units  DB {row['db']:5.1f}  ZL {row['zl']:5.1f}  ({row['seconds']:.1f}s)")
-        if h == 10:
-            state = st
-    return rows, losses, state
+def losses_of(part: dict) -> np.ndarray:
+    """A part's per-trial largest point losses as the float32 array they were computed as."""
+    return np.asarray(part["max_point_loss"], np.float32)
 
 
-def run_figure2(state, log):
-    """Every (protocol, heuristic) on the same trained 10-unit trials."""
-    model, dense = state["model"], state["ok"]
-
-    def one(strategy):
-        protocol, heuristic = strategy
-        t0 = time.time()
-        targets = (4, 2) if protocol == "one_shot" else (8, 6, 4, 2)
-        tickets = X.prune_study(state["train"], state["theta0"], state["mask"], state["trained"],
-                                protocol, heuristic, targets)
-        row, loss = {"protocol": protocol, "heuristic": heuristic,
-                     10: {"db": pct(dense.db), "zl": pct(dense.zl)}}, {}
-        for width, ticket in tickets.items():
-            alive = X.num_alive(ticket.mask)
-            if not (alive == width).all():
-                raise AssertionError(f"{protocol}/{heuristic}: expected {width} units, got {sorted(set(alive))}")
-            ok = X.success(model, ticket.params)
-            row[width] = {
-                "db": X.joint_rate(dense.db, ok.db), "zl": X.joint_rate(dense.zl, ok.zl),
-                "db_given_dense": X.conditional_rate(dense.db, ok.db),
-                "zl_given_dense": X.conditional_rate(dense.zl, ok.zl),
-                "db_ticket_alone": pct(ok.db), "zl_ticket_alone": pct(ok.zl),
-                "db_trials": bits(ok.db), "zl_trials": bits(ok.zl),
-            }
-            if width == 2 and heuristic == "magnitude_product":
-                loss[f"{protocol.replace('_', '-')} product, 2 units"] = max_point_loss(model, ticket.params)
-        row["seconds"] = time.time() - t0
-        return row, loss
-
-    rows, losses = [], {}
-    for row, loss in _in_threads(one, STRATEGIES):
-        rows.append(row)
-        losses.update(loss)
-        log(f"figure 2: {row['protocol']:9s} {row['heuristic']:17s}  4 units DB {row[4]['db']:5.1f} "
-            f"ZL {row[4]['zl']:5.1f}  2 units DB {row[2]['db']:5.1f} ZL {row[2]['zl']:5.1f}  ({row['seconds']:.1f}s)")
+def run_figure1(d, settings, log):
+    """Random networks of every width (the parts ``dense``); returns (rows, per-trial losses)."""
+    rows, losses = {}, {}
+    for h, part in zip(WIDTHS, _in_threads(lambda h: X.dense_part(d, settings, h), WIDTHS)):
+        rows[h] = {k: part[k] for k in ("db", "zl", "seconds", "db_trials", "zl_trials")}
+        losses[h] = losses_of(part)
+        log(f"figure 1: {h:2d} units  DB {part['db']:5.1f}  ZL {part['zl']:5.1f}  ({part['seconds']:.1f}s)")
     return rows, losses
 
 
-def run_sweep(trials, iterations, seed, log):
-    """Dense 10- and 2-unit success rates and final-loss quantiles for each learning rate."""
+def figure2_row(protocol, heuristic, dense, parts):
+    """Figure 2's row of a strategy from the 10-unit part and its pruning parts (one per one-shot
+    target; one for the iterative path): joint, conditional and ticket-alone rates per width."""
+    row, loss = {"protocol": protocol, "heuristic": heuristic, "10": {"db": dense["db"], "zl": dense["zl"]}}, {}
+    base = {m: outcomes(dense[f"{m}_trials"]) for m in ("db", "zl")}
+    for width, ticket in ((w, t) for part in parts for w, t in part["tickets"].items()):
+        ok = {m: outcomes(ticket[f"{m}_trials"]) for m in ("db", "zl")}
+        row[width] = {
+            "db": X.joint_rate(base["db"], ok["db"]), "zl": X.joint_rate(base["zl"], ok["zl"]),
+            "db_given_dense": X.conditional_rate(base["db"], ok["db"]),
+            "zl_given_dense": X.conditional_rate(base["zl"], ok["zl"]),
+            "db_ticket_alone": ticket["db"], "zl_ticket_alone": ticket["zl"],
+            "db_trials": ticket["db_trials"], "zl_trials": ticket["zl_trials"],
+        }
+        if width == "2" and heuristic == "magnitude_product":
+            loss[f"{protocol.replace('_', '-')} product, 2 units"] = losses_of(ticket)
+    row["seconds"] = sum(part["seconds"] for part in parts)
+    return row, loss
+
+
+def run_figure2(d, settings, log):
+    """Every (protocol, heuristic) on the same trained 10-unit trials (the parts ``prune``;
+    one-shot one per target width)."""
+    jobs = [(p, h, targets) for p, h in STRATEGIES
+            for targets in ([(4,), (2,)] if p == "one_shot" else [(8, 6, 4, 2)])]
+    parts = dict(zip(jobs, _in_threads(lambda job: X.prune_part(d, settings, *job), jobs)))
+    dense = X.dense_part(d, settings, settings.hidden)
+    rows, losses = [], {}
+    for protocol, heuristic in STRATEGIES:
+        row, loss = figure2_row(protocol, heuristic, dense,
+                                [part for (p, h, _), part in parts.items() if (p, h) == (protocol, heuristic)])
+        rows.append(row)
+        losses.update(loss)
+        log(f"figure 2: {row['protocol']:9s} {row['heuristic']:17s}  4 units DB {row['4']['db']:5.1f} "
+            f"ZL {row['4']['zl']:5.1f}  2 units DB {row['2']['db']:5.1f} ZL {row['2']['zl']:5.1f}  "
+            f"({row['seconds']:.1f}s)")
+    return rows, losses
+
+
+def run_sweep(d, settings, log):
+    """Dense 10- and 2-unit success rates and the largest final loss among the trials that found
+    the decision boundary, for each learning rate (the parts ``dense`` at each lr)."""
+    cells = [(lr, h) for lr in SWEEP_LRS for h in (10, 2)]
     out = []
-    for lr in SWEEP_LRS:
-        for h in (10, 2):
-            model = X.network(h)
-            theta0, mask, _ = X.init_trials(model, trial_key(seed, h), trials)
-            trained = X.make_train_fn(model, lr=lr, iterations=iterations)(theta0, mask)
-            ok = X.success(model, trained)
-            ml = max_point_loss(model, trained)
-            solved = ml[np.asarray(ok.db)]
-            out.append({"lr": lr, "units": h, "db": pct(ok.db), "zl": pct(ok.zl),
-                        "max_loss_of_db_trials": float(solved.max()) if solved.size else None})
-            log(f"sweep: lr {lr:5.2f} {h:2d} units  DB {out[-1]['db']:5.1f}  ZL {out[-1]['zl']:5.1f}"
-                f"  largest final loss among DB successes {out[-1]['max_loss_of_db_trials']}")
+    for (lr, h), part in zip(cells, _in_threads(lambda c: X.dense_part(d, settings, c[1], lr=c[0]), cells)):
+        solved = losses_of(part)[outcomes(part["db_trials"])]
+        out.append({"lr": lr, "units": h, "db": part["db"], "zl": part["zl"],
+                    "max_loss_of_db_trials": float(solved.max()) if solved.size else None})
+        log(f"sweep: lr {lr:5.2f} {h:2d} units  DB {out[-1]['db']:5.1f}  ZL {out[-1]['zl']:5.1f}"
+            f"  largest final loss among DB successes {out[-1]['max_loss_of_db_trials']}")
     return out
 
 
@@ -177,7 +156,7 @@ COMPARISONS = [  # the paper's two claims about strategies (section 2.2), tested
 
 
 def outcomes(s: str) -> np.ndarray:
-    """Inverse of :func:`bits`."""
+    """Per-trial outcomes (bool, trial order) from the '0'/'1' string a part keeps (:func:`ltjax.xor.outcomes`)."""
     return np.array(list(s)) == "1"
 
 
@@ -391,6 +370,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sweep", action="store_true", help="also run the learning-rate sweep")
     p.add_argument("--out", help="output folder (full: docs/results/frankle2018_xor)")
+    p.add_argument("--runs", default="runs", help="where the study's run directory (its finished parts) is kept")
     a = p.parse_args()
 
     trials = a.trials or (200 if a.quick else 1000)
@@ -402,27 +382,34 @@ def main():
     def log(msg):
         print(f"[{time.time() - start:6.1f}s] {msg}", flush=True)
 
+    settings = X.StudySettings(trials=trials, iterations=iterations, lr=a.lr, seed=a.seed)
     config = dict(trials=trials, iterations=iterations, lr=a.lr, optimizer="sgd (full batch)", seed=a.seed,
-                  zero_loss_threshold=X.ZERO_LOSS_THRESHOLD, quick=a.quick,
+                  zero_loss_threshold=settings.zero_loss_threshold, quick=a.quick,
                   device=str(jax.devices()[0]), jax=jax.__version__)
-    fig1, losses, state = run_figure1(trials, iterations, a.lr, a.seed, log)
-    fig2, losses2 = run_figure2(state, log)
-    losses = {f"random {h} units": v for h, v in losses.items() if h in (10, 2)} | losses2
-    res = {
-        "config": config,
-        "figure1": {str(h): r for h, r in fig1.items()},
-        "figure2": [{k if isinstance(k, str) else str(k): v for k, v in r.items()} for r in fig2],
-        "final_max_point_loss_hist": loss_histogram(losses),
-        "final_max_point_loss_quantiles": {
-            name: dict(zip(("q05", "q25", "q50", "q75", "q95"), map(float, np.quantile(ml, [.05, .25, .5, .75, .95]))))
-            for name, ml in losses.items()},
-        "paper": {"figure1": {str(h): v for h, v in X.FIGURE1_PAPER.items()},
-                  "figure2": {f"{k[0]}/{k[1]}": {str(w): v for w, v in d.items()} for k, d in X.FIGURE2_PAPER.items()}},
-    }
-    res["paired_comparisons"] = paired_comparisons(res)
-    if a.sweep:
-        res["lr_sweep"] = run_sweep(trials, iterations, a.seed, log)
-        plot_sweep(res["lr_sweep"], out / "lr_sweep.png")
+    d = X.open_run(settings, a.runs)
+    with store.RunLock(d):
+        kept = len(list((d / store.PARTS).glob("*.json")))
+        log(f"run directory {d}" + (f": {kept} finished parts kept, only the others are computed" if kept else ""))
+        fig1, losses = run_figure1(d, settings, log)
+        fig2, losses2 = run_figure2(d, settings, log)
+        losses = {f"random {h} units": v for h, v in losses.items() if h in (10, 2)} | losses2
+        res = {
+            "config": config,
+            "figure1": {str(h): r for h, r in fig1.items()},
+            "figure2": fig2,
+            "final_max_point_loss_hist": loss_histogram(losses),
+            "final_max_point_loss_quantiles": {
+                name: dict(zip(("q05", "q25", "q50", "q75", "q95"),
+                               map(float, np.quantile(ml, [.05, .25, .5, .75, .95]))))
+                for name, ml in losses.items()},
+            "paper": {"figure1": {str(h): v for h, v in X.FIGURE1_PAPER.items()},
+                      "figure2": {f"{k[0]}/{k[1]}": {str(w): v for w, v in cols.items()}
+                                  for k, cols in X.FIGURE2_PAPER.items()}},
+        }
+        res["paired_comparisons"] = paired_comparisons(res)
+        if a.sweep:
+            res["lr_sweep"] = run_sweep(d, settings, log)
+            plot_sweep(res["lr_sweep"], out / "lr_sweep.png")
     res["runtime_s"] = time.time() - start
     (out / "results.json").write_text(json.dumps(res, indent=1))
     plot_figure1(res, out / "figure1.png")

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 from ltjax import masks as M
 from ltjax import pruning, rounds, scores, snip
 from ltjax.data.order import batch_indices
+from ltjax.data.stream import train_examples
 
 PyTree = Any
 SYNFLOW_STEPS = 100  # Tanaka et al.'s default number of pruning iterations
@@ -174,7 +175,7 @@ def _batch(ctx: rounds.Context, copy: int) -> scores.Batch:
     """The study's loss and model, and each ticket's minibatch of iteration ``copy``."""
     n = ctx.data.x_train.shape[0]
     idx = jax.vmap(lambda k: batch_indices(k, n, ctx.config.batch_size, jnp.int32(copy)))(ctx.data_keys)
-    return scores.Batch(ctx.loss_fn, ctx.data.x_train[idx], ctx.data.y_train[idx], ctx.model)
+    return scores.Batch(ctx.loss_fn, *train_examples(ctx.data, idx), ctx.model)
 
 
 def prune_at_init(name: str, params: PyTree, mask: PyTree, *, keep: Any, batch: scores.Batch | None = None,

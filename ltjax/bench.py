@@ -125,6 +125,42 @@ def ticket_memory(model: models.Model, spec: TrainSpec) -> dict[str, int | None]
     return {"state": state, "temporaries": temp, "total": state + temp}
 
 
+def device_memory(device=None) -> int | None:
+    """Bytes a device lets a program use (``memory_stats()["bytes_limit"]``; None on a CPU,
+    which reports none)."""
+    stats = (device or jax.devices()[0]).memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
+def choose_devices_per_ticket(model: models.Model, spec: TrainSpec, devices: int, memory: int | None = None,
+                              headroom: float = 0.8, extra: int = 0) -> int:
+    """The fewest devices ``k`` over which one ticket's minibatch must be split (``devices_per_ticket``)
+    for its training step to fit ``headroom`` of a device's ``memory`` (default: the device's own
+    limit, :func:`device_memory`): ``k`` divides both ``devices`` and the batch. ``extra``: bytes each
+    device needs besides (the replicated dataset of the in-memory path).
+
+    A device of a ``k``-row holds the ticket's whole state (weights, mask, optimizer state: each
+    data device keeps a copy) and the temporaries of ``batch / k`` examples: each candidate, from
+    ``k = 1`` up, is read from XLA's analysis of the step compiled at that batch (compiled, not
+    run) until one fits. Returns 1 where the backend reports no memory (a CPU) and raises when
+    even ``k = devices`` does not fit, naming the numbers."""
+    memory = device_memory() if memory is None else memory
+    if memory is None:
+        return 1
+    B = spec.batch_size
+    need = 0
+    for k in (k for k in range(1, devices + 1) if devices % k == 0 and B % k == 0):
+        size = ticket_memory(model, spec._replace(batch_size=B // k))
+        if size["total"] is None:
+            return 1
+        need = size["total"] + extra
+        if need <= headroom * memory:
+            return k
+    raise ValueError(f"one ticket needs about {need / 2**30:.2f} GiB per device even split over all {devices} "
+                     f"devices (batch {B}), more than {headroom:.0%} of the {memory / 2**30:.1f} GiB a device has: "
+                     f"use more devices, a smaller batch_size, or stream the data")
+
+
 def xla_step_flops(model: models.Model, batch: int) -> float:
     """FLOPs of one training step's loss and gradient (one ticket), from XLA's cost analysis."""
     import optax

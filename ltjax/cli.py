@@ -174,8 +174,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ticket-chunk", type=int, default=None, metavar="K",
                    help="train the tickets in sequential chunks of K inside the program (default: all at "
                         "once); bounds device memory, and K=1 speeds up conv nets on CPU")
-    r.add_argument("--devices-per-ticket", type=int, default=1, metavar="K",
-                   help="split each ticket's minibatch over K devices (a tickets x data mesh; default 1)")
+    r.add_argument("--devices-per-ticket", type=_devices_per_ticket, default=1, metavar="K",
+                   help="split each ticket's minibatch over K devices (a tickets x data mesh; default 1), or "
+                        "'auto': the fewest whose share of the batch fits a device's memory")
+    r.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the data on the host and feed it batch by batch, in the same order (default: only "
+                        "for datasets read from disk, such as imagenet2012; --no-stream refuses those)")
+    r.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="one study over several processes (hosts), one global mesh: process 0's address, the same "
+                        "in every process; 'auto' finds the job in the environment (TPU pods, SLURM, "
+                        "JAX_COORDINATOR_ADDRESS); see docs/scale.md")
+    r.add_argument("--num-processes", type=int, default=None, metavar="N", help="with --coordinator: processes in all")
+    r.add_argument("--process-id", type=int, default=None, metavar="I", help="with --coordinator: this one, 0 to N-1")
     r.add_argument("--repair", action="store_true",
                    help="recompute damaged (truncated or corrupted) checkpoints from the last good round")
 
@@ -218,6 +228,13 @@ def _progress_mode(a):
 
 
 def _cmd_run(a) -> None:
+    from ltjax import distributed
+
+    if a.coordinator:  # before anything starts JAX
+        distributed.initialize(None if a.coordinator == "auto" else a.coordinator, a.num_processes, a.process_id)
+    elif a.num_processes is not None or a.process_id is not None:
+        raise ConfigError("--num-processes and --process-id need --coordinator HOST:PORT (process 0's address), "
+                          "or --coordinator auto")
     from ltjax import compile_cache, lottery, presets, report
 
     compile_cache.enable()
@@ -227,8 +244,10 @@ def _cmd_run(a) -> None:
     flag_sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
     config = config.with_overrides(flag_sets + a.overrides)
     run = lottery.run(config, a.out, manual_dir=a.manual_dir, data_dir=a.data_dir, progress=_progress_mode(a),
-                      repair=a.repair, ticket_chunk=a.ticket_chunk, devices_per_ticket=a.devices_per_ticket)
-    print(report.round_table(run))
+                      repair=a.repair, ticket_chunk=a.ticket_chunk, devices_per_ticket=a.devices_per_ticket,
+                      stream=a.stream)
+    if distributed.is_primary():
+        print(report.round_table(run))
 
 
 def _cmd_presets(a) -> None:
@@ -376,6 +395,15 @@ def _cmd_bench(a) -> None:
         return
 
     bench.main(steps=a.steps, full_round=a.full_round, manual_dir=a.manual_dir, conv=a.conv, breakdown=a.breakdown)
+
+
+def _devices_per_ticket(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of devices or 'auto'") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,7 +99,8 @@ class Config:
     loss: str = _f("cross_entropy", "cross_entropy (softmax; sigmoid BCE for one output), or in Python your own "
                                      "loss (logits, labels) -> per-example loss")
     augment: str = _f("none", "training augmentation on the device: none | cifar (4-pixel pad + random crop, "
-                              "random horizontal flip), drawn per ticket and iteration")
+                              "random horizontal flip) | imagenet (random resized crop, random horizontal flip), "
+                              "drawn per ticket and iteration")
     # lottery procedure
     early_stop: str = _f("min_loss", "early-stop rule replayed on the curves: min_loss (minimum validation loss, "
                                      "Frankle & Carbin 2019) | patience (best validation accuracy, stop after "

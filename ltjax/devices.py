@@ -1,13 +1,13 @@
 """Placing a stack of tickets on the devices: the ticket axis is sharded, data replicated.
 
-With T tickets and D local devices the mesh uses ``min(T, D)`` devices. A stack whose
-ticket count the mesh divides is split along the ticket axis, so each device holds T / D
-tickets. A count it does not divide (15 tickets on 8 devices) cannot be split evenly, so
-between programs such a stack is replicated, and the training program (``make_trainer``
-with ``mesh=``) pads it inside the compiled program to the next multiple with copies of the
-last ticket, trains the padded stack sharded (2 tickets per device for 15 on 8) and drops
-the copies. Compiled programs follow the input shardings (GSPMD), so the same training
-code runs on one CPU, several GPUs or a TPU slice.
+With T tickets and D devices (every process's, see :mod:`ltjax.distributed`) the mesh uses
+``min(T, D)`` devices. A stack whose ticket count the mesh divides is split along the ticket
+axis, so each device holds T / D tickets. A count it does not divide (15 tickets on 8
+devices) cannot be split evenly, so between programs such a stack is replicated, and the
+training program (``make_trainer`` with ``mesh=``) pads it inside the compiled program to
+the next multiple with copies of the last ticket, trains the padded stack sharded (2 tickets
+per device for 15 on 8) and drops the copies. Compiled programs follow the input shardings
+(GSPMD), so the same training code runs on one CPU, several GPUs or a TPU slice.
 """
 
 from __future__ import annotations
@@ -19,19 +19,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ltjax import distributed
+
 AXIS = "tickets"
 DATA = "data"
 
 
 def ticket_mesh(num_tickets: int, devices=None, data: int = 1) -> Mesh:
-    """A mesh over this process's local devices (or ``devices``; with several hosts each process
-    runs its own block of seeds, see ``docs/scale.md``).
+    """A mesh over ``devices``, by default every device of the program: this process's, or after
+    :func:`ltjax.distributed.initialize` every process's (one global mesh; see ``docs/scale.md``).
 
     ``data=1``: a 1-D ``tickets`` mesh over the first ``min(num_tickets, len(devices))`` devices.
     ``data=k > 1``: a 2-D ``tickets × data`` mesh of ``min(num_tickets, len(devices) // k) × k``
     devices: each ticket's minibatch is split over the ``k`` devices of its ``data`` row (the
     gradient, and batch-norm statistics, reduced over the whole batch), tickets over the rows."""
-    devices = list(devices if devices is not None else jax.local_devices())
+    devices = list(devices if devices is not None else jax.devices())
     if isinstance(data, bool) or not isinstance(data, int) or data < 1 or len(devices) % data:
         divisors = ", ".join(str(k) for k in range(1, len(devices) + 1) if len(devices) % k == 0)
         raise ValueError(f"data={data!r} is not valid: the devices per ticket, a positive integer dividing the "
@@ -55,18 +57,18 @@ def data_devices(mesh: Mesh | None) -> int:
 def shard_tickets(tree: Any, mesh: Mesh) -> Any:
     """Put every array of ``tree`` on ``mesh``: split along its leading (ticket) axis where the
     mesh divides it, replicated where it does not (see the module docstring)."""
-    n = ticket_devices(mesh)
+    return jax.tree.map(lambda a: distributed.put(a, ticket_sharding(np.shape(a), mesh)), tree)
 
-    def put(a):
-        spec = P(AXIS) if np.ndim(a) and np.shape(a)[0] % n == 0 else P()
-        return jax.device_put(a, NamedSharding(mesh, spec))
 
-    return jax.tree.map(put, tree)
+def ticket_sharding(shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
+    """Where :func:`shard_tickets` puts an array of ``shape``: split along the ticket axis if the
+    mesh divides it, else replicated."""
+    return NamedSharding(mesh, P(AXIS) if len(shape) and shape[0] % ticket_devices(mesh) == 0 else P())
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Put every array of ``tree`` on every device of ``mesh``."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    return jax.tree.map(lambda a: distributed.put(a, NamedSharding(mesh, P())), tree)
 
 
 def padded_count(num_tickets: int, mesh: Mesh) -> int:

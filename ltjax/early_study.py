@@ -6,8 +6,10 @@ state passed on (so it computes what one uninterrupted call computes). After eve
 records, per seed: the weights (an orbax snapshot: any epoch can be pruned from or rewound
 to), per-layer weight std (Figure 2a), the per-layer rates global magnitude pruning would
 choose (Figure 2b), the pooled mask bits (Figure 3 and early-bird) and, for batch-norm models,
-the channel mask from the batch-norm scales. A killed baseline resumes at the last finished
-epoch from its optimizer state and ends where an uninterrupted one ends.
+the channel mask from the batch-norm scales. The epochs are the segments of
+:func:`ltjax.midround.train`, the IMP round loop's mid-round checkpoints: after each, the state
+to continue from (params, optimizer state) is saved as ``partial/``, so a killed or preempted
+(SIGTERM) baseline resumes at its last finished epoch and ends where an uninterrupted one ends.
 
 On top of it, each trains many networks in one vmapped program:
 
@@ -19,8 +21,8 @@ On top of it, each trains many networks in one vmapped program:
 
 Layout of ``<out>/<name>-<hash>/``: ``config.json``, ``early.json`` (the study's pruning
 settings), ``epoch_NNN/`` (orbax: params, stats, mask bits of epoch NNN; epoch 0 = θ0),
-``resume/`` (orbax: params and optimizer state of the last finished epoch, swapped in by
-:func:`ltjax.store.save_latest`), and ``parts/``: one JSON per finished experiment part (a grid
+``partial/`` (while training: :mod:`ltjax.midround`'s resume point of the last finished epoch,
+removed when the baseline is done), and ``parts/``: one JSON per finished experiment part (a grid
 row, a PPR lr, a gradual window, a memorization size), named by the part's kind and a hash of
 every setting that decides it (:func:`ltjax.store.part_path`), each written atomically.
 """
@@ -37,12 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax import data as D
-from ltjax import early, identity, lottery, models, store
+from ltjax import early, identity, lottery, midround, models, store
 from ltjax import masks as M
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
 from ltjax.progress import Progress
-from ltjax.train import device_data, make_optimizer, make_trainer
+from ltjax.train import device_data, make_trainer
 
 PyTree = Any
 
@@ -100,17 +102,6 @@ def _bits(masks: dict[str, jax.Array]) -> tuple[np.ndarray, int]:
     return np.packbits(flat, axis=-1), flat.shape[-1]
 
 
-def _unflat_state(flat: dict | None, template: PyTree) -> PyTree:
-    leaves = [flat[k] for k in sorted(flat or {})]
-    want = jax.tree.structure(template).num_leaves
-    if len(leaves) != want:
-        raise ValueError(f"the saved optimizer state has {len(leaves)} arrays, this optimizer {want}: it was saved by "
-                         f"an ltjax whose optimizer state also held batch-norm statistics (before 2026-12). Delete "
-                         f"the study's 'resume' folder to retrain the baseline from epoch 0 (it computes the same "
-                         f"weights; the finished epoch_NNN folders are kept), or finish it with that ltjax")
-    return store.unflat_leaves(flat or {}, template)
-
-
 def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exclude: tuple[str, ...] | None = None,
              channel: bool = False, manual_dir: str | None = None, progress: bool = True,
              log: Callable[[str], None] = print, ticket_chunk: int | None = None) -> Study:
@@ -120,6 +111,8 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
     left unpruned (default: ``config.exclude`` if it names any, else the first and the last
     layer as the early-ticket paper does, :func:`ltjax.early.first_and_last`);
     ``channel`` also records batch-norm channel masks at ``rate`` (early-bird's structured form).
+    On SIGTERM it stops once the epoch in training is saved (:class:`ltjax.midround.Preempted`);
+    called again, it resumes there.
     """
     ds, model, spe = _setup(config, manual_dir)
     probe = jax.eval_shape(model.init, jax.random.PRNGKey(0))  # shapes: the checks draw no weights
@@ -148,6 +141,8 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
     pool = early.pool_size(M.make_mask(probe, model.is_prunable), exclude)
 
     def write_epoch(e: int, params, acc: dict) -> None:
+        if (d / f"epoch_{e:03d}").exists():  # a resume may train again an epoch whose record was written
+            return
         rec = jax.device_get(stats_fn(params))
         rec["bits"] = np.packbits(np.asarray(rec.pop("mask_bits")), axis=-1)
         if channel:
@@ -155,36 +150,45 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
             rec["channels"] = np.int64(n_ch)
         store.save_once(d / f"epoch_{e:03d}", {"params": params, **rec, "pool": np.int64(pool), **acc})
 
-    with store.RunLock(d):
+    with store.RunLock(d), midround.Watch() as watch:
         store.clear_temporaries(d)
-        store.recover_latest(d / "resume")
         if not s_path.exists():
             store.write_json(s_path, settings)
         if not (d / "epoch_000").exists():
             nan = np.full(config.seeds, np.nan, np.float32)
             write_epoch(0, models.run_init(jax.vmap(model.init), init_keys), {"test_acc": nan, "val_acc": nan})
-        last, params, opt_state = _resume_point(d, config, model, mesh, write_epoch)
-        if last < epochs:
-            log(f"{d}: {'resuming at' if last else 'starting at'} epoch {last + 1} of {epochs}, "
-                f"{config.seeds} seed(s) in one program")
+        missing = [e for e in range(1, epochs + 1) if not (d / f"epoch_{e:03d}").exists()]
+        if missing:
+            log(f"{d}: {len(missing)} of {epochs} epochs to train, {config.seeds} seed(s) in one program")
+            if (d / "resume").exists():  # an ltjax before 2026-12 kept its own resume point there
+                log(f"{d / 'resume'} (an earlier ltjax's resume point) is not read: the epochs missing are trained "
+                    f"again from θ0 (the same weights); delete it when the baseline is done")
             bar = Progress(progress)
             trainer = make_trainer(model, config.train_spec()._replace(eval_every=spe), ds.mean, ds.std,
                                    progress=bar if bar.enabled else None, ticket_chunk=ticket_chunk, mesh=mesh)
-            dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(params)
-            for e in range(last + 1, epochs + 1):
-                t0 = time.perf_counter()
-                bar.start(f"epoch {e}/{epochs}", spe)
-                o = trainer.stateful(params, dense, data_keys, data, (e - 1) * spe, spe, opt_state=opt_state, origin=0)
+            theta0 = shard_tickets(store.load_once(d / "epoch_000")["params"], mesh)
+            dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
+            t0 = time.perf_counter()
+
+            def start_epoch(done: int) -> None:  # also where a resumed baseline starts
+                nonlocal t0
                 bar.close()
-                params, opt_state = o.params, o.opt_state
-                acc = {"test_acc": np.asarray(o.curves.test_acc[:, -1]), "val_acc": np.asarray(o.curves.val_acc[:, -1])}
-                # the resume point first (only the newest is kept), then the epoch's record
-                flat = store.flat_leaves(opt_state)
-                store.save_latest(d / "resume", {"params": params, **({"opt_state": flat} if flat else {}),
-                                                 "epoch": np.int64(e), **acc})
-                store.fault_point(f"epoch{e}.resumable")
+                if done < epochs * spe:
+                    bar.start(f"epoch {done // spe + 1}/{epochs}", spe)
+                t0 = time.perf_counter()
+
+            def after_epoch(done: int, params, curves) -> None:
+                e = done // spe
+                acc = {"test_acc": np.asarray(curves.test_acc[:, -1]), "val_acc": np.asarray(curves.val_acc[:, -1])}
                 write_epoch(e, params, acc)
                 log(f"epoch {e:3d}  test-acc {np.nanmean(acc['test_acc']):.4f}  ({time.perf_counter() - t0:.1f}s)")
+                start_epoch(done)
+
+            start_epoch(0)
+            midround.train(trainer, theta0, dense, data_keys, data, 0, epochs * spe, every=spe, d=d, round_=0,
+                           watch=watch, place=lambda t: shard_tickets(t, mesh), bar_at=start_epoch, log=log,
+                           after_segment=after_epoch)
+        midround.discard(d)
     return Study(d, config, rate, exclude, spe, epochs)
 
 
@@ -205,21 +209,6 @@ def _check_settings(config: Config, model, probe: PyTree, rate: float, exclude, 
     if channel:
         jax.eval_shape(lambda p: early.channel_mask(p, rate), probe)  # a model without batch norm: a clear error now
     return exclude
-
-
-def _resume_point(d: Path, config: Config, model, mesh, write_epoch: Callable) -> tuple[int, PyTree, PyTree]:
-    """``(last finished epoch, its params, optimizer state or None)`` of a baseline directory."""
-    if not (d / "resume").exists():
-        return 0, shard_tickets(store.load_once(d / "epoch_000")["params"], mesh), None
-    st = store.load_once(d / "resume")
-    last, params = int(st["epoch"]), shard_tickets(st["params"], mesh)
-    # the optimizer sees the weights only (batch statistics are model state)
-    template = jax.eval_shape(jax.vmap(lambda p: make_optimizer(config.train_spec(), 0).init(
-        model.split(p)[0])), params)
-    opt_state = _unflat_state(st.get("opt_state"), template)
-    if not (d / f"epoch_{last:03d}").exists():  # killed between the two writes of an epoch
-        write_epoch(last, params, {"test_acc": st["test_acc"], "val_acc": st["val_acc"]})
-    return last, params, opt_state
 
 
 def open_study(config: Config, out: str | Path = "runs", *, manual_dir: str | None = None) -> Study:

@@ -28,18 +28,19 @@ with the flipped mask; rounds before f are copied from the run without the flip 
 exists.
 
 All T tickets (seeds ``seed … seed+T-1``) train in one compiled, vmapped program whose
-ticket axis is sharded over the local devices. Every round is saved before the next one
-starts; rerunning the same configuration resumes after the last complete round and,
-because each round is a deterministic function of what is on disk, ends with the same
-masks as an uninterrupted run.
+ticket axis is sharded over the devices (every host's, under :mod:`ltjax.distributed`).
+Every round is saved before the next one starts; rerunning the same configuration resumes
+after the last complete round and, because each round is a deterministic function of what
+is on disk, ends with the same masks as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,9 +48,11 @@ import numpy as np
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import identity, midround, models, rounds, stopping, store
+from ltjax import distributed, identity, midround, models, rounds, stopping, store
 from ltjax.config import Config, ConfigError
-from ltjax.devices import replicate, shard_tickets, ticket_mesh
+from ltjax.devices import replicate, shard_tickets, ticket_mesh, ticket_sharding
+from ltjax.distributed import to_host
+from ltjax.data.stream import host_data
 from ltjax.progress import Progress, resolve as resolve_progress
 from ltjax.train import Curves, device_data, loss_and_correct, make_trainer
 
@@ -147,19 +150,19 @@ def round_metrics(r: int, mask: PyTree, params: PyTree, curves: Curves, stop: di
     infinite in this or an earlier round. Its mask stays frozen from then on and reports
     leave it out of means.
     """
-    curves = {k: np.asarray(v) for k, v in curves._asdict().items()}
+    curves = {k: to_host(v) for k, v in curves._asdict().items()}
     curves["step"] = curves["step"][0]  # identical for every ticket
     per_ticket = {k: v for k, v in curves.items() if k != "step"}
     es = stopping.early_stop({**per_ticket, "step": curves["step"]}, **stop)
     es["convergence_iteration"] = stopping.convergence_iteration(curves["step"], curves["test_acc"])
     bad_loss = ~np.isfinite(curves["train_loss"])
-    now = bad_loss.any(axis=1) | ~np.asarray(jax.vmap(rounds.all_finite)(params))
+    now = bad_loss.any(axis=1) | ~to_host(jax.vmap(rounds.all_finite)(params))
     first_bad = np.where(bad_loss.any(axis=1), curves["step"][np.argmax(bad_loss, axis=1)], -1)
     return {
         "round": r,
-        "density": np.asarray(jax.vmap(M.global_density)(mask)),
-        "layer_density": {k: np.asarray(v) for k, v in jax.vmap(M.density)(mask).items()},
-        "remaining": {k: np.asarray(v) for k, v in jax.vmap(M.count)(mask).items()},
+        "density": to_host(jax.vmap(M.global_density)(mask)),
+        "layer_density": to_host(jax.vmap(M.density)(mask)),
+        "remaining": to_host(jax.vmap(M.count)(mask)),
         "early_stop_on": stop["on"],
         "early_stop_rule": stop["rule"],
         **es,
@@ -200,7 +203,7 @@ def _control_metrics(r, c_mask, c_params, c_curves, labels, T, stop, ticket_mask
         group = out.setdefault(name, {k: [] for k in (*keep, "test_acc_curve", "vs_ticket")})
         for k in keep:
             group[k].append(m[k])
-        group["vs_ticket"].append(jax.tree.map(np.asarray, _compare(ticket_mask, sl(c_mask))))
+        group["vs_ticket"].append(to_host(_compare(ticket_mask, sl(c_mask))))
         group["test_acc_curve"].append(m["curves"]["test_acc"])
     stack = lambda v: jax.tree.map(lambda *xs: np.stack(xs), *v)  # noqa: E731
     return {name: {k: stack(v) for k, v in g.items()} for name, g in out.items()}
@@ -230,13 +233,17 @@ def run(
     repair: bool = False,
     log: Callable[[str], None] = print,
     ticket_chunk: int | None = None,
-    devices_per_ticket: int = 1,
+    devices_per_ticket: int | str = 1,
+    stream: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> store.Run:
     """Run (or resume) the study described by ``config``; returns the loaded run.
 
     ``devices_per_ticket=k`` splits each ticket's minibatch over k devices (a ``tickets × data``
     mesh, :func:`ltjax.devices.ticket_mesh`; the gradient and batch-norm statistics are those of
-    the whole batch) and the tickets over the rest, for networks too large for one device. Like
+    the whole batch) and the tickets over the rest, for networks too large for one device;
+    ``"auto"`` picks the fewest devices whose share fits a device's memory
+    (:func:`auto_devices_per_ticket`). Like
     ``ticket_chunk`` it schedules the same computation (the same masks; weights equal to float32
     rounding), so it is not part of the configuration's hash.
 
@@ -246,9 +253,19 @@ def run(
     XLA:CPU. It changes how the work is scheduled, not what is computed, so it is not part of
     the configuration or its hash.
 
+    ``stream=True`` keeps the data on the host and feeds the trainer batch by batch in the
+    in-memory path's order (:mod:`ltjax.data.stream`), for datasets that do not fit on the
+    device; ``None`` (the default) streams exactly when the dataset is a streamed source (an
+    ImageNet-scale dataset), ``False`` refuses one. It schedules the same computation (the
+    same masks; weights equal to float32 rounding), so it is not part of the hash.
+
     ``progress``: ``True`` shows a bar on a terminal or in a notebook and a plain line at most
     every ``LTJAX_PROGRESS_SECONDS`` (60) elsewhere (a log file, a batch job); ``"bar"`` or
     ``"lines"`` force one; ``False`` reports nothing (see :mod:`ltjax.progress`).
+
+    ``devices``: the devices of the mesh, by default ``jax.devices()``: this process's, or under
+    ``jax.distributed`` (:func:`ltjax.distributed.initialize`) every process's, all running this
+    study together (call ``run`` in each, with the same arguments; see ``docs/scale.md``).
 
     Resuming verifies every committed part of the run directory against its manifest. A
     damaged part raises :class:`~ltjax.store.CorruptRunError` naming it; with
@@ -260,24 +277,33 @@ def run(
                                      or ticket_chunk < 1):
         raise ConfigError(f"ticket_chunk={ticket_chunk!r} is not valid: give a positive number of tickets "
                           f"per chunk, or None to train all tickets at once")
-    try:
-        ticket_mesh(config.num_tickets(), data=devices_per_ticket)
-    except ValueError as e:
-        raise ConfigError(f"devices_per_ticket: {e}") from None
-    if config.batch_size % devices_per_ticket:
-        raise ConfigError(f"devices_per_ticket={devices_per_ticket} must divide batch_size={config.batch_size}: "
-                          f"each device of a ticket gets an equal part of its minibatch")
+    auto = devices_per_ticket == "auto"
+    if not auto:
+        _check_mesh(config, devices, devices_per_ticket)
     ds = D.load(config.dataset, validation_size=config.validation_size, split_seed=config.split_seed,
                 data_dir=data_dir, manual_dir=manual_dir)
+    lazy = D.is_lazy(ds.x_train)
+    if stream is False and lazy:
+        raise ConfigError(f"dataset={config.dataset!r} is read from disk as it trains ({ds.x_train!r}); it cannot "
+                          f"be put on the device whole, so stream=False is not valid: leave stream unset or True")
+    stream = lazy if stream is None else bool(stream)
     model = build_model(config, ds)
     preflight(config, ds, model)
+    if auto:
+        devices_per_ticket = auto_devices_per_ticket(config, model, ds, devices, stream, log)
+        _check_mesh(config, devices, devices_per_ticket)
     model_id = identity.model_identity(model, values="model" in config.objects())
     d = store.init_run(config, out, D.fingerprint(ds), model=model_id)
-    with store.RunLock(d):
-        store.clear_temporaries(d)
+    distributed.barrier("run directory created")  # by process 0, which keeps the directory and the log
+    primary = distributed.is_primary()
+    log = log if primary else (lambda s: None)
+    with store.RunLock(d) if primary else contextlib.nullcontext():
+        if primary:
+            store.clear_temporaries(d)
         _check_integrity(d, repair, log)
-        if config.flip_round:
+        if config.flip_round and primary:
             _adopt_parent_rounds(config, out, d, model_id, log)
+        distributed.barrier("run directory ready")
         done = set(store.completed_rounds(d))
         todo = [r for r in range(config.rounds) if r not in done]
         if not todo:
@@ -285,8 +311,45 @@ def run(
         else:
             verb = "resuming at" if done else "starting at"
             log(f"{d}: {verb} round {todo[0]} of {config.rounds}, {config.num_tickets()} ticket(s) in one program")
-            _execute(config, d, ds, model, todo, progress, log, ticket_chunk, devices_per_ticket)
+            _execute(config, d, ds, model, todo, progress, log, ticket_chunk, devices_per_ticket, stream, devices)
     return store.load_run(d)
+
+
+def _check_mesh(config: Config, devices, devices_per_ticket: int) -> None:
+    """The tickets × data mesh of ``devices_per_ticket`` can be built and gives every process work."""
+    try:
+        mesh = ticket_mesh(config.num_tickets(), devices, data=devices_per_ticket)
+    except ValueError as e:
+        raise ConfigError(f"devices_per_ticket: {e}") from None
+    owners = {dev.process_index for dev in mesh.devices.flat}
+    if len(owners) < jax.process_count():
+        n = len(devices if devices is not None else jax.devices())
+        raise ConfigError(f"{config.num_tickets()} ticket(s) with devices_per_ticket={devices_per_ticket} use "
+                          f"{mesh.devices.size} of the {n} devices, on {len(owners)} of the {jax.process_count()} "
+                          f"processes of this jax.distributed job, which run one study on all their devices: give "
+                          f"at least {jax.device_count() // devices_per_ticket} tickets (ideally a multiple). For "
+                          f"each host its own block of seeds, start each host's process without "
+                          f"jax.distributed (see docs/scale.md)")
+    if config.batch_size % devices_per_ticket:
+        raise ConfigError(f"devices_per_ticket={devices_per_ticket} must divide batch_size={config.batch_size}: "
+                          f"each device of a ticket gets an equal part of its minibatch")
+
+
+def auto_devices_per_ticket(config: Config, model: models.Model, ds: D.Dataset, devices=None, stream: bool = False,
+                            log: Callable[[str], None] = print) -> int:
+    """``devices_per_ticket="auto"``: the fewest devices per ticket whose share of the minibatch
+    fits a device (:func:`ltjax.bench.choose_devices_per_ticket`, from XLA's memory analysis of
+    the training step; the in-memory dataset counted on every device), 1 on a CPU."""
+    from ltjax.bench import choose_devices_per_ticket
+
+    n = len(devices if devices is not None else jax.devices())
+    data_bytes = 0 if stream else sum(np.asarray(a).nbytes for a in (ds.x_train, ds.x_val, ds.x_test))
+    try:
+        k = choose_devices_per_ticket(model, config.train_spec(), n, extra=data_bytes)
+    except ValueError as e:
+        raise ConfigError(f"devices_per_ticket=auto: {e}") from None
+    log(f"devices_per_ticket=auto: {k} device(s) per ticket (of {n})")
+    return k
 
 
 def _adopt_parent_rounds(config: Config, out, d: Path, model_id: dict, log: Callable[[str], None]) -> None:
@@ -360,7 +423,7 @@ def _check_integrity(d: Path, repair: bool, log: Callable[[str], None]) -> None:
             f"{d} has damaged parts — {listing}. Rerun with --repair (repair=True) to move them aside "
             "and recompute them from the last good round; nothing else is changed."
         )
-    for part in problems:
+    for part in problems if distributed.is_primary() else ():
         path = d / (part if part.startswith("theta") else f"round_{int(part.split()[1]):03d}")
         log(f"{d}: {part} is damaged; moved to {store.move_aside(path).name}, recomputing it")
 
@@ -381,13 +444,14 @@ class _Study(NamedTuple):
 
 
 def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress, ticket_chunk, states,
-           devices_per_ticket: int = 1) -> _Study:
+           devices_per_ticket: int = 1, stream: bool = False, devices=None) -> _Study:
     """θ0 (made and saved, or loaded), θk if on disk, the data on the device and the trainer."""
-    mesh = ticket_mesh(config.num_tickets(), data=devices_per_ticket)
-    data = replicate(device_data(ds), mesh)
+    mesh = ticket_mesh(config.num_tickets(), devices, data=devices_per_ticket)
+    data = host_data(ds) if stream else replicate(device_data(ds), mesh)
     init_keys, data_keys = shard_tickets(ticket_keys(config), mesh)
+    on_mesh = lambda shape: ticket_sharding(shape, mesh)  # noqa: E731  (restored as shard_tickets puts them)
     if (d / "theta0").exists():
-        theta0 = shard_tickets(store.load_once(d / "theta0"), mesh)
+        theta0 = store.load_once(d / "theta0", on_mesh)
     else:
         theta0 = init_theta0(config, model, init_keys)
         if config.partial_reinit_from:
@@ -396,14 +460,14 @@ def _setup(config: Config, d: Path, ds: D.Dataset, model: models.Model, progress
         store.save_once(d / "theta0", theta0)
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
     theta_k = theta0 if _theta_k_step(config) == 0 else (
-        shard_tickets(store.load_once(d / "theta_k"), mesh) if (d / "theta_k").exists() else None)
+        store.load_once(d / "theta_k", on_mesh) if (d / "theta_k").exists() else None)
 
     def state(r: int):
         """(mask, trained params, cumulative diverged flags) of round r, from memory or disk."""
         if r not in states:
-            st = store.load_round_state(d, r)
+            st = store.load_round_state(d, r, on_mesh)
             diverged = store.Round(store.round_path(d, r)).metrics["diverged"]
-            states[r] = (shard_tickets(st["mask"], mesh), shard_tickets(st["params"], mesh), diverged)
+            states[r] = (st["mask"], st["params"], diverged)
         return states[r]
 
     loss_fn = make_loss(model, ds.mean, ds.std, config.train_spec().loss)
@@ -487,12 +551,13 @@ def _fit(st: _Study, r: int, params, mask, keys, begin: int, n: int, hyper, hold
 
 def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
              progress: bool | str, log: Callable[[str], None], ticket_chunk: int | None = None,
-             devices_per_ticket: int = 1) -> None:
+             devices_per_ticket: int = 1, stream: bool = False, devices=None) -> None:
     """The round loop: :func:`_execute_round` for each round of ``todo``; on SIGTERM it stops where
     the state is saved (:class:`ltjax.midround.Preempted`), after the round or mid-round."""
     states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
     with midround.Watch() as watch:
-        st = _setup(config, d, ds, model, progress, ticket_chunk, states, devices_per_ticket)._replace(
+        st = _setup(config, d, ds, model, progress, ticket_chunk, states, devices_per_ticket, stream,
+                    devices)._replace(
             watch=watch, log=log)
         for r in todo:
             st = _execute_round(st, r, states)
@@ -536,7 +601,7 @@ def _execute_round(st: _Study, r: int, states: dict) -> _Study:
 
 def _check_flip(mask: PyTree, flipped: PyTree, r: int, flip: int) -> np.ndarray:
     """LTH_flip: every mask from the flip on stays disjoint from the mask that was flipped."""
-    shared = np.asarray(jax.vmap(lambda a, b: M.overlap(a, b)["total"])(mask, flipped))
+    shared = to_host(jax.vmap(lambda a, b: M.overlap(a, b)["total"])(mask, flipped))
     if shared.any():
         raise RuntimeError(f"LTH_flip invariant broken in round {r}: tickets share {shared.tolist()} "
                            f"weights with the round-{flip - 1} mask they were flipped from")

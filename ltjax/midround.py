@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltjax import store
+from ltjax import distributed, store
 from ltjax.train import Curves
 
 PyTree = Any
@@ -74,7 +74,7 @@ class _Writer:
         jax.block_until_ready(tree)  # the segment's own compute is not a stall
         t = time.perf_counter()
         self.join()
-        host = jax.device_get(tree)  # the copy training must wait for; the files are written beside it
+        host = distributed.to_host(tree)  # the copy training must wait for; the files are written beside it
 
         def write():
             try:
@@ -83,8 +83,11 @@ class _Writer:
             except BaseException as e:  # re-raised on the training thread at the next join
                 self._error = e
 
-        self._thread = threading.Thread(target=write, name="ltjax-midround-save", daemon=True)
-        self._thread.start()
+        if distributed.spans_processes():  # the processes save together: keep their steps in one order
+            write()
+        else:
+            self._thread = threading.Thread(target=write, name="ltjax-midround-save", daemon=True)
+            self._thread.start()
         self.stall_s += time.perf_counter() - t
 
     def join(self) -> None:
@@ -121,11 +124,18 @@ def _resume_point(path: Path, tag: dict, template: Callable[[], Any],
 def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data, begin: int, n: int, *,
           every: int, d: Path, round_: int, watch: Watch | None = None, hyper=None, hold_lr: int | None = None,
           bar_at: Callable[[int], None] = lambda done: None, log: Callable[[str], None] = lambda s: None,
-          place: Callable[[PyTree], PyTree] = lambda t: t) -> tuple[PyTree, Curves]:
+          place: Callable[[PyTree], PyTree] = lambda t: t,
+          after_segment: Callable[[int, PyTree, Curves], None] | None = None) -> tuple[PyTree, Curves]:
     """Train ``n`` iterations from iteration ``begin`` in segments of ``every`` (the last may be
     shorter), saving the state after each, and resuming from ``d/partial`` when it holds this
     round's; returns ``(params, curves)`` as one call of ``trainer`` would. ``bar_at(done)``
-    moves a progress display to a resumed round's iteration; ``place`` puts restored arrays on the mesh."""
+    moves a progress display to a resumed round's iteration; ``place`` puts restored arrays on the mesh.
+
+    ``after_segment(done, params, curves)``, if given, is called after each segment (``done``:
+    iterations trained so far, ``curves``: the segment's own) for a record of its own (the
+    early-ticket baseline's per-epoch snapshots), once the previous state is written and before
+    this segment's is: a resume never starts past a segment whose record is missing, and a kill
+    between the two trains that segment again, so ``after_segment`` must skip a record it finds."""
     path, tag = d / PARTIAL, {"round": round_, "begin": begin}
     run = lambda p, steps, at, opt: trainer.stateful(  # noqa: E731
         p, mask, keys, data, begin + at, steps, opt_state=opt, origin=None if opt is None else begin, hyper=hyper,
@@ -142,6 +152,9 @@ def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data
         out = run(params, steps, done, opt)
         params, opt, done = out.params, out.opt_state, done + steps
         curves.append(out.curves)
+        if after_segment is not None:
+            writer.join()  # one orbax write at a time
+            after_segment(done, params, out.curves)
         if done < n:
             so_far = jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *curves)
             curves = [so_far]
@@ -160,5 +173,5 @@ def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data
 
 def discard(d: Path) -> None:
     """Remove the mid-round state once its round is committed."""
-    for p in (d / PARTIAL, d / (PARTIAL + ".new")):
+    for p in (d / PARTIAL, d / (PARTIAL + ".new")) if distributed.is_primary() else ():
         shutil.rmtree(p, ignore_errors=True)

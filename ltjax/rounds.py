@@ -33,6 +33,7 @@ import numpy as np
 from ltjax import controls, models, pruning, registry, scores, snip
 from ltjax import masks as M
 from ltjax.data.order import batch_indices
+from ltjax.data.stream import train_examples
 
 PyTree = Any
 
@@ -193,7 +194,7 @@ def score_batch(ctx: "Context") -> scores.Batch | None:
         return None
     n, B = ctx.data.x_train.shape[0], ctx.config.batch_size
     idx = jax.vmap(lambda k: batch_indices(k, n, B, jnp.int32(0)))(ctx.data_keys)
-    return scores.Batch(ctx.loss_fn, ctx.data.x_train[idx], ctx.data.y_train[idx], ctx.model)
+    return scores.Batch(ctx.loss_fn, *train_examples(ctx.data, idx), ctx.model)
 
 
 # -- mask policies -----------------------------------------------------------------------------
@@ -317,7 +318,7 @@ def snip_masks(ctx: Context, name: str, copy: int, mask: PyTree) -> PyTree:
     n = ctx.data.x_train.shape[0]
     idx = jax.vmap(lambda k: batch_indices(k, n, config.batch_size, jnp.int32(copy)))(ctx.data_keys)
     fn = _snipper(ctx.loss_fn, tuple(config.exclude))
-    return fn(ctx.theta0, ctx.dense, ctx.data.x_train[idx], ctx.data.y_train[idx], keeps)
+    return fn(ctx.theta0, ctx.dense, *train_examples(ctx.data, idx), keeps)
 
 
 @functools.lru_cache(maxsize=None)

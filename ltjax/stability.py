@@ -119,7 +119,7 @@ def train_copies(model, spec: TrainSpec, mean, std, params: PyTree, masks: PyTre
     statistics merged in)."""
     n, B = data.x_train.shape[0], spec.batch_size
 
-    def one(args):
+    def one(args, data):
         p, m, key, start, stop = args
         opt = make_optimizer(spec, start)
         step = make_train_step(model, spec, opt, mean, std)
@@ -135,7 +135,7 @@ def train_copies(model, spec: TrainSpec, mean, std, params: PyTree, masks: PyTre
         return model.merge(state.params, state.model_state)
 
     as_int = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
-    return map_tickets(one, (params, masks, keys, as_int(starts), as_int(stops)), ticket_chunk, mesh)
+    return map_tickets(one, (params, masks, keys, as_int(starts), as_int(stops)), ticket_chunk, mesh, (data,))
 
 
 def _eval_sets(data: DeviceData, train_examples: int):

@@ -39,13 +39,13 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ltjax import identity
+from ltjax import distributed, identity
 from ltjax.config import Config
 
 PyTree = Any
@@ -83,17 +83,26 @@ def save_tree(path: str | os.PathLike, tree: PyTree, fault: str = "") -> None:
     if path.exists():
         raise FileExistsError(f"{path} already exists: save_tree writes a new checkpoint directory and never "
                               f"overwrites one; choose another path, or delete that one first")
-    tree = jax.tree.map(np.asarray, tree)
+    # arrays spanning several processes stay sharded: each process writes its own part
+    tree = jax.tree.map(lambda a: a if isinstance(a, jax.Array) and not a.is_fully_addressable else np.asarray(a), tree)
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(path, tree)
     fault_point(f"{fault}.writing")
     ckpt.wait_until_finished()
 
 
-def load_tree(path: str | os.PathLike) -> PyTree:
-    """Restore a pytree saved by :func:`save_tree` as NumPy arrays."""
+def load_tree(path: str | os.PathLike, sharding: Callable[[tuple[int, ...]], jax.sharding.Sharding] | None = None
+              ) -> PyTree:
+    """Restore a pytree saved by :func:`save_tree` as NumPy arrays, or as arrays placed with
+    ``sharding(shape)`` (each process reads only its devices' part); either way, whichever
+    processes saved it."""
+    path = Path(path).absolute()
     try:
-        return ocp.StandardCheckpointer().restore(Path(path).absolute())
+        ckpt = ocp.StandardCheckpointer()
+        saved = ckpt.metadata(path).item_metadata.tree
+        as_ = ((lambda m: np.empty(m.shape, m.dtype)) if sharding is None else
+               (lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding(m.shape))))
+        return ckpt.restore(path, jax.tree.map(as_, saved))
     except Exception as e:  # orbax/tensorstore raise many kinds on damaged files
         raise CorruptRunError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from e
 
@@ -291,6 +300,25 @@ def part(d: Path, kind: str, key: dict, compute) -> dict:
     return done if done is not None else save_part(d, kind, key, compute())
 
 
+def init_study(out: str | os.PathLike, name: str, settings: dict) -> Path:
+    """Create (or reopen) the run directory of a study that is not a :class:`~ltjax.config.Config`
+    run (the XOR study): ``<out>/<name>-<hash of settings>/``, with ``settings`` (JSON-able:
+    everything that decides every one of its results) recorded in ``settings.json``. A reopened
+    directory whose record differs raises, naming both, as :func:`init_run` does; its results
+    are kept as parts (:func:`part`), so running the study again skips what is finished."""
+    norm = json.loads(json.dumps(settings, sort_keys=True, default=_json_default))
+    d = Path(out) / f"{name}-{hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:12]}"
+    path = d / "settings.json"
+    was = json.loads(path.read_text()) if path.exists() else None
+    if was is not None and was != norm:
+        raise ValueError(f"{d} holds a {name} study with settings {was}, not {norm}: its parts would mix the two. "
+                         f"Start the study elsewhere (another out directory), or restore {path}. Nothing was changed.")
+    d.mkdir(parents=True, exist_ok=True)
+    if was is None:
+        write_json(path, norm)
+    return d
+
+
 def flat_leaves(tree: PyTree) -> dict:
     """A pytree's leaves as ``{"00000": leaf, ...}``, for saving a tree (such as an optimizer
     state of named tuples) that orbax would restore as plain dicts; :func:`unflat_leaves` undoes it."""
@@ -313,9 +341,10 @@ def save_latest(path: Path, tree: PyTree) -> None:
 def recover_latest(path: Path) -> None:
     """Finish a swap :func:`save_latest` left half done (``path.new`` is complete when it exists)."""
     new = path.with_name(path.name + ".new")
-    if new.exists():
+    if new.exists() and distributed.is_primary():
         shutil.rmtree(path, ignore_errors=True)
         new.rename(path)
+    distributed.barrier("recover_latest")
 
 
 def init_run(config: Config, out, data: str | None = None, model: dict | None = None) -> Path:
@@ -343,6 +372,8 @@ def init_run(config: Config, out, data: str | None = None, model: dict | None = 
         old = Config.from_dict(json.loads(cfg_path.read_text()), recorded=True)
         if old.hash() != config.hash():
             raise ValueError(f"{d} holds a run of a different configuration (hash {old.hash()})")
+    if not distributed.is_primary():  # process 0 writes the records (lottery.run waits for it)
+        return d
     d.mkdir(parents=True, exist_ok=True)
     if not cfg_path.exists():
         write_json(cfg_path, config.to_dict())
@@ -380,16 +411,33 @@ def clear_temporaries(d: Path) -> None:
 def save_once(path: Path, tree: PyTree) -> None:
     """Save ``tree`` at ``path`` atomically (write ``path.tmp`` with a manifest, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    _fresh(tmp)
     save_tree(tmp / "tree", tree, fault=path.name)
     fault_point(f"{path.name}.written")
-    _commit(tmp, path)
+    _commit_once(tmp, path)
 
 
-def load_once(path: Path) -> PyTree:
-    """Load what :func:`save_once` saved."""
-    return load_tree(path / "tree")
+def _fresh(tmp: Path) -> None:
+    """An empty directory ``tmp`` (made by process 0) that every process can write into."""
+    if distributed.is_primary():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    distributed.barrier(f"mkdir {tmp.name}")
+
+
+def _commit_once(tmp: Path, final: Path, extra: Callable[[], None] = lambda: None) -> None:
+    """Once every process has written its part of ``tmp``: process 0 adds ``extra()`` and commits
+    it as ``final``; every process returns once ``final`` exists."""
+    distributed.barrier(f"written {tmp.name}")
+    if distributed.is_primary():
+        extra()
+        _commit(tmp, final)
+    distributed.barrier(f"committed {final.name}")
+
+
+def load_once(path: Path, sharding=None) -> PyTree:
+    """Load what :func:`save_once` saved (see :func:`load_tree` for ``sharding``)."""
+    return load_tree(path / "tree", sharding)
 
 
 def round_path(d: Path, r: int) -> Path:
@@ -398,18 +446,21 @@ def round_path(d: Path, r: int) -> Path:
 
 def save_round(d: Path, r: int, mask: PyTree, params: PyTree, metrics: dict) -> None:
     tmp = d / f"round_{r:03d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    _fresh(tmp)
     save_tree(tmp / "state", {"mask": mask, "params": params}, fault=f"round{r}.state")
     fault_point(f"round{r}.state_saved")
-    write_json(tmp / "metrics.json", metrics)
-    fault_point(f"round{r}.metrics_saved")
-    _commit(tmp, round_path(d, r))
+
+    def write_metrics():
+        write_json(tmp / "metrics.json", metrics)
+        fault_point(f"round{r}.metrics_saved")
+
+    _commit_once(tmp, round_path(d, r), write_metrics)
     fault_point(f"round{r}.committed")
 
 
-def load_round_state(d: Path, r: int) -> dict:
-    return load_tree(round_path(d, r) / "state")
+def load_round_state(d: Path, r: int, sharding=None) -> dict:
+    """Round r's ``{"mask", "params"}`` (see :func:`load_tree` for ``sharding``)."""
+    return load_tree(round_path(d, r) / "state", sharding)
 
 
 def completed_rounds(d: Path) -> list[int]:

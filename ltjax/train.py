@@ -20,6 +20,7 @@ to ``k + num_steps`` and sees the batches and learning rate of those iterations.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -27,14 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import PartitionSpec
 
 from ltjax import data as D
 from ltjax.data.augment import augment
 from ltjax.data.order import batch_indices
-from ltjax.devices import AXIS, DATA, constrain_tickets, data_devices, pad_tickets, padded_count, ticket_devices
+from ltjax.data.stream import HostData, Prefetcher, eval_batches, read_eval
+from ltjax.devices import AXIS, DATA, data_devices, pad_tickets, padded_count, shard_tickets
 from ltjax.masks import apply_mask
-from ltjax.models.conv import grouped_convolutions
 
 PyTree = Any
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -340,36 +341,132 @@ def make_segments(model, spec: TrainSpec, mean, std, progress=None, mask_update=
     return train_one
 
 
-def map_tickets(one: Callable, args: tuple, ticket_chunk: int | None = None, mesh=None):
-    """``one`` over the leading ticket axis of ``args`` (``args[2]`` are the keys): vmapped, in
-    chunks of ``ticket_chunk`` one after another, or spread over ``mesh``'s devices (padded to a
-    multiple of them with copies of the last ticket, the copies dropped from the outputs)."""
+def make_streamed(model, spec: TrainSpec, mean, std, progress=None, ticket_chunk=None, mask_update=None,
+                  mesh=None, place: Callable = lambda a: a) -> Callable:
+    """The trainer's form for :class:`~ltjax.data.stream.HostData`: what :func:`make_segments`
+    computes, with the minibatches read on the host in the same order (the indices are
+    :func:`~ltjax.data.order.batch_indices` of each ticket's key and iteration) and fed to a
+    compiled program of a few iterations at a time, the evaluation sets in batches of
+    :data:`EVAL_BATCH`; a :class:`~ltjax.data.stream.Prefetcher` reads ahead while the device
+    trains. Returns a :class:`TrainOutput`."""
+    B, E = spec.batch_size, spec.eval_every
+    tickets = lambda one, args, *shared: map_tickets(one, args, ticket_chunk, mesh, shared)  # noqa: E731
+    opt_of = lambda origin, h, hold: make_optimizer(spec, origin, h, hold)  # noqa: E731
+
+    @jax.jit
+    def init(params, mask, key, opt_state, hyper, start, origin, hold_lr):
+        def one(a, start, origin, hold_lr):
+            p, m, k, o, h = a
+            w, ms = model.split(apply_mask(p, m))
+            o = opt_of(origin, h, hold_lr).init(w) if o is None else o
+            return TrainState(w, ms, o, model.split(m)[0], jnp.asarray(start, jnp.int32), jax.random.split(k))
+        return tickets(one, (params, mask, key, opt_state, hyper), start, origin, hold_lr)
+
+    @jax.jit
+    def steps(state, xs, key, ys, hyper, origin, hold_lr):
+        def one(a, origin, hold_lr):
+            st, x, _, y, h = a
+            step = make_train_step(model, spec, opt_of(origin, h, hold_lr), mean, std, mask_update)
+            return lax.scan(lambda s, b: step(s, Batch(place(b[0]), place(b[1]))), st, (x, y))
+        return tickets(one, (state, xs, key, ys, hyper), origin, hold_lr)
+
+    @jax.jit
+    def evaluate_batch(state, key, x, y, w):
+        def one(a, x, y, w):
+            trained = model.merge(a[0].params, a[0].model_state)
+            per_example, ok = loss_and_correct(model.apply(trained, D.normalize(x, mean, std)), y, spec.loss)
+            return jnp.sum(per_example * w), jnp.sum(ok * w)
+        return tickets(one, (state, None, key), x, y, w)
+
+    @jax.jit
+    def finish(state):
+        return model.merge(state.params, state.model_state), _merge_mask(model, state.mask, state.model_state)
+
+    indices = jax.jit(lambda keys, ts, n: jax.vmap(lambda k: jax.vmap(lambda t: batch_indices(k, n, B, t))(ts))(keys),
+                      static_argnums=2)
+
+    def run(params, mask, key, opt_state, hyper, data: HostData, start_step, num_steps, origin, hold_lr):
+        t_begin = time.perf_counter()
+        T, n = key.shape[0], len(data.x_train)
+        per_step = T * B * data.item_bytes()
+        s = max([d for d in range(1, E + 1) if E % d == 0 and d * per_step <= data.chunk_bytes] or [1])
+        evals = [(x, y, eval_batches(x, None, EVAL_BATCH)) for x, y in ((data.x_val, data.y_val),
+                                                                        (data.x_test, data.y_test))]
+        jobs = []
+        for c in range(num_steps // E):
+            jobs += [("train", start_step + c * E + i * s) for i in range(E // s)]
+            jobs += [("eval", j, b, e) for j, (_, _, spans) in enumerate(evals) for b, e in spans]
+        put = (lambda a: a) if mesh is None else (lambda a: shard_tickets(a, mesh))  # noqa: E731
+
+        def make(job):
+            if job[0] == "train":
+                idx = np.asarray(indices(key, job[1] + jnp.arange(s, dtype=jnp.int32), n))
+                x = np.asarray(data.x_train[idx.reshape(-1)]).reshape(*idx.shape, *data.x_train.shape[1:])
+                return put(jnp.asarray(x)), put(jnp.asarray(data.y_train[idx]))
+            x, y, spans = evals[job[1]]
+            size = min(EVAL_BATCH, len(x))
+            return jax.device_put(read_eval(x, y, job[2], job[3], size))
+
+        org = jnp.int32(start_step if origin is None else origin)
+        hold = None if hold_lr is None else jnp.int32(hold_lr)
+        state = init(params, mask, key, opt_state, hyper, jnp.int32(start_step), org, hold)
+        curves = []
+        with Prefetcher(jobs, make, data.prefetch, data.stats) as feed:
+            for c in range(num_steps // E):
+                losses, accs = [], []
+                for _ in range(E // s):
+                    xs, ys = next(feed)
+                    state, (lo, ac) = steps(state, xs, key, ys, hyper, org, hold)
+                    losses.append(lo)
+                    accs.append(ac)
+                row = [jnp.int32(start_step + (c + 1) * E), jnp.mean(jnp.concatenate(losses, 1), 1),
+                       jnp.mean(jnp.concatenate(accs, 1), 1)]
+                for x, _, spans in evals:
+                    sums = [evaluate_batch(state, key, *next(feed)) for _ in spans]
+                    if not sums:
+                        row += [jnp.full(T, jnp.nan, jnp.float32)] * 2
+                        continue
+                    total = jnp.float32(len(x))
+                    row += [jnp.sum(jnp.stack([a for a, _ in sums], 1), 1) / total,
+                            jnp.sum(jnp.stack([b for _, b in sums], 1), 1) / total]
+                if progress is not None:
+                    progress((c + 1) * E)
+                curves.append(row)
+        params_out, mask_out = finish(state)
+        stacked = Curves(*(jnp.stack([jnp.broadcast_to(r[i], (T,)) for r in curves], 1) for i in range(7)))
+        data.stats["seconds"] += time.perf_counter() - t_begin
+        return TrainOutput(params_out, stacked, state.opt_state, mask_out)
+
+    return run
+
+
+def map_tickets(one: Callable, args: tuple, ticket_chunk: int | None = None, mesh=None, shared: tuple = ()):
+    """``one(a, *shared)`` over the leading ticket axis of ``args`` (``args[2]`` are the keys):
+    vmapped, in chunks of ``ticket_chunk`` one after another, or spread over ``mesh``'s devices
+    (padded to a multiple of them with copies of the last ticket, the copies dropped from the
+    outputs). ``shared``: arrays every ticket reads whole (the data), passed rather than closed
+    over so that each device of a mesh gets them as its own."""
     if mesh is None or mesh.devices.size == 1:
-        return _dispatch(one, args, ticket_chunk)
-    with grouped_convolutions():  # a loop over the sharded ticket axis would run the devices in turn
-        return _map_on_mesh(one, args, ticket_chunk, mesh)
+        return _dispatch(lambda a: one(a, *shared), args, ticket_chunk)
+    return _map_on_mesh(one, args, ticket_chunk, mesh, shared)
 
 
-def _map_on_mesh(one: Callable, args: tuple, ticket_chunk: int | None, mesh):
+def _map_on_mesh(one: Callable, args: tuple, ticket_chunk: int | None, mesh, shared: tuple):
     T = args[2].shape[0]
-    n_dev, Tp = ticket_devices(mesh), padded_count(T, mesh)
-    # with a data axis, the ticket axis's vmap names the mesh axis it runs along, so the batch's
-    # sharding constraint inside (over "data") keeps the tickets split over "tickets"
-    spmd = AXIS if data_devices(mesh) > 1 else None
-    padded = pad_tickets(args, Tp)
-    if ticket_chunk and ticket_chunk < Tp // n_dev:
-        # chunk within each device: a (devices, tickets per device) split, the device axis
-        # sharded, so every device maps over its own tickets (a map over the sharded axis
-        # itself would run the devices one after another)
-        split = constrain_tickets(jax.tree.map(lambda a: a.reshape(n_dev, Tp // n_dev, *a.shape[1:]), padded), mesh)
-        out = jax.vmap(lambda a: _dispatch(one, a, ticket_chunk), spmd_axis_name=spmd)(split)
-        out = jax.tree.map(lambda a: a.reshape(Tp, *a.shape[2:]), out)
-    else:
-        out = _dispatch(one, constrain_tickets(padded, mesh), ticket_chunk, spmd)
+    Tp = padded_count(T, mesh)
+    # Each device maps ``one`` over its own tickets (shard_map, manual over the ticket axis), so
+    # a device runs one device's program for its share of the stack (the per-ticket
+    # convolutions of conv_same, chunks within the device) and nothing crosses devices. A
+    # ``data`` axis stays automatic: the batch's sharding constraint inside splits each ticket's
+    # minibatch over it and GSPMD reduces the gradient over it.
+    local = jax.shard_map(lambda a, sh: _dispatch(lambda x: one(x, *sh), a, ticket_chunk), mesh=mesh,
+                          in_specs=(PartitionSpec(AXIS), PartitionSpec()), out_specs=PartitionSpec(AXIS),
+                          axis_names=frozenset({AXIS}), check_vma=False)
+    out = local(pad_tickets(args, Tp), shared)
     return jax.tree.map(lambda a: a[:T], out)
 
 
-def _dispatch(one: Callable, args: tuple, ticket_chunk: int | None, spmd: str | None = None):
+def _dispatch(one: Callable, args: tuple, ticket_chunk: int | None):
     T = args[2].shape[0]
     if T == 1:  # one ticket: the unbatched program (XLA:CPU's batched matmuls are slower)
         out = one(jax.tree.map(lambda a: a[0], args))
@@ -378,7 +475,7 @@ def _dispatch(one: Callable, args: tuple, ticket_chunk: int | None, spmd: str | 
         return lax.map(one, args)
     if ticket_chunk and ticket_chunk < T:
         return lax.map(one, args, batch_size=ticket_chunk)  # vmapped within a chunk
-    return jax.vmap(one, spmd_axis_name=spmd)(args)
+    return jax.vmap(one)(args)
 
 
 def make_trainer(
@@ -429,13 +526,15 @@ def make_trainer(
     if B % k:
         raise ValueError(f"batch_size={B} must be a multiple of the mesh's {k} data devices, which split each "
                          f"ticket's minibatch")
-    place = (lambda a: a) if k == 1 else (
-        lambda a: lax.with_sharding_constraint(a, NamedSharding(mesh, PartitionSpec(DATA))))
+    # inside map_tickets' shard_map (manual over tickets) a bare spec names the data axis of its mesh
+    place = (lambda a: a) if k == 1 else (lambda a: lax.with_sharding_constraint(a, PartitionSpec(DATA)))
     train_one = make_segments(model, spec, mean, std, progress, mask_update, place)
+    streamed = make_streamed(model, spec, mean, std, progress, ticket_chunk, mask_update, mesh, place)
 
     def tickets(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin, hold_lr):
-        one = lambda a: train_one(*a, data, start_step, num_steps, origin, hold_lr)  # noqa: E731
-        return map_tickets(one, (params, mask, key, opt_state, hyper), ticket_chunk, mesh)
+        one = lambda a, d, s, o, h: train_one(*a, d, s, num_steps, o, h)  # noqa: E731
+        return map_tickets(one, (params, mask, key, opt_state, hyper), ticket_chunk, mesh,
+                           (data, start_step, origin, hold_lr))
 
     def check(key, data, num_steps, hyper):
         if num_steps % E:
@@ -452,11 +551,15 @@ def make_trainer(
     def train(params, mask, key, data: DeviceData, start_step: int, num_steps: int, hyper: dict | None = None,
               hold_lr: int | None = None):
         hyper = check(key, data, num_steps, hyper)
+        if isinstance(data, HostData):
+            return streamed(params, mask, key, None, hyper, data, start_step, num_steps, None, hold_lr)[:2]
         return jitted(params, mask, key, hyper, data, jnp.int32(start_step), int(num_steps), as_int(hold_lr))
 
     def stateful(params, mask, key, data: DeviceData, start_step: int, num_steps: int, opt_state=None,
                  origin: int | None = None, hyper: dict | None = None, hold_lr: int | None = None) -> TrainOutput:
         hyper = check(key, data, num_steps, hyper)
+        if isinstance(data, HostData):
+            return streamed(params, mask, key, opt_state, hyper, data, start_step, num_steps, origin, hold_lr)
         return TrainOutput(*jitted_stateful(params, mask, key, opt_state, hyper, data, jnp.int32(start_step),
                                             int(num_steps), as_int(origin), as_int(hold_lr)))
 

@@ -39,11 +39,27 @@ target width in one step, resets the survivors to θ0 and retrains; *iterative* 
 train → prune 2 units → reset to θ0 until the target width and then trains the final
 ticket. Every function works on a stack of T trials (leading axis), and each training call
 trains all T trials in one compiled, scan-fused program (:func:`make_train_fn`).
+
+The study keeps its results in a run directory of the store, as the IMP and early-ticket studies
+do: :func:`open_run` names it by a hash of the :class:`StudySettings` (and refuses one recorded
+with other settings), and each result is a part (:func:`ltjax.store.part`) keyed by what decides
+it: the trained random networks of a width and learning rate (:func:`dense_part`: Figure 1 and
+the learning-rate sweep), each pruning protocol and heuristic (:func:`prune_part`: Figure 2).
+A killed study run again computes only the parts it lacks, and one run again with nothing
+missing recomputes nothing. The trained ``hidden``-unit networks that every protocol prunes are
+kept beside the parts (``dense_010/``, orbax, committed atomically). The protocols share the store
+with :func:`ltjax.lottery.run` but not its round loop: that loop trains with the general
+minibatch trainer and in-graph evaluation (equal to :func:`make_train_fn` only to float rounding,
+and about 20x slower on these 2-10-unit networks) and prunes fractions of weights, while a unit
+protocol removes whole units down to exact widths.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -53,7 +69,7 @@ from jax import lax
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import models, pruning
+from ltjax import models, pruning, store
 
 PyTree = Any
 TrainFn = Callable[[PyTree, PyTree], PyTree]
@@ -417,14 +433,121 @@ def iterative(
 
 def prune_study(
     train: TrainFn, theta0: PyTree, mask0: PyTree, trained_dense: PyTree, protocol: str,
-    heuristic: str, targets: tuple[int, ...] = (4, 2),
+    heuristic: str, targets: tuple[int, ...] = (4, 2), per_round: int = 2,
 ) -> dict[int, Ticket]:
-    """:func:`one_shot` or :func:`iterative` (2 units per round) by name."""
+    """:func:`one_shot` or :func:`iterative` (``per_round`` units per round) by name."""
     if protocol == "one_shot":
         return one_shot(train, theta0, mask0, trained_dense, heuristic, targets)
     if protocol == "iterative":
-        return iterative(train, theta0, mask0, trained_dense, heuristic, targets)
+        return iterative(train, theta0, mask0, trained_dense, heuristic, targets, per_round)
     raise ValueError(f"unknown pruning protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
+
+
+# -- the study's run directory and parts ------------------------------------------------------
+
+class StudySettings(NamedTuple):
+    """What decides every result of an XOR study, hashed into its run directory's name:
+    ``trials`` networks per configuration, each trained ``iterations`` full-batch steps at ``lr``;
+    θ0 of width h from :func:`trial_key` ``(seed, h)``; the ``hidden``-unit networks are the ones
+    pruned; success by the zero-loss ``zero_loss_threshold``."""
+
+    trials: int = 1000
+    iterations: int = ITERATIONS
+    lr: float = LEARNING_RATE
+    seed: int = 0
+    hidden: int = 10
+    zero_loss_threshold: float = ZERO_LOSS_THRESHOLD
+
+
+def trial_key(seed: int, width: int) -> jax.Array:
+    """Trials of width ``h`` draw θ0 from ``fold_in(PRNGKey(seed), h)``."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), width)
+
+
+def max_point_loss(model: models.Model, params: PyTree) -> np.ndarray:
+    """Each trial's largest per-point binary cross-entropy on the four points, float32 (T,)."""
+    _, y = xor_data()
+    return np.asarray(jnp.max(per_point_loss(logits_on_xor(model, params), y), axis=-1))
+
+
+def open_run(settings: StudySettings, out: str | os.PathLike = "runs") -> Path:
+    """The study's run directory ``<out>/frankle2018_xor-<hash of settings>/``, created or reopened
+    (:func:`ltjax.store.init_study`: a directory recorded with other settings raises)."""
+    return store.init_study(out, "frankle2018_xor", settings._asdict())
+
+
+def outcomes(model: models.Model, params: PyTree, threshold: float = ZERO_LOSS_THRESHOLD) -> dict:
+    """What a part keeps of a stack of trained trials: ``db`` / ``zl`` (% of trials), each trial's
+    outcome as a '0'/'1' string (``db_trials``, ``zl_trials``, trial order) and its
+    :func:`max_point_loss` (``max_point_loss``, float32 values as JSON numbers)."""
+    ok = success(model, params, threshold)
+    as_bits = lambda a: "".join("1" if v else "0" for v in np.asarray(a))  # noqa: E731
+    return {"db": 100.0 * float(np.mean(np.asarray(ok.db))), "zl": 100.0 * float(np.mean(np.asarray(ok.zl))),
+            "db_trials": as_bits(ok.db), "zl_trials": as_bits(ok.zl),
+            "max_point_loss": max_point_loss(model, params).tolist()}
+
+
+def _trials(settings: StudySettings, width: int) -> tuple[models.Model, PyTree, PyTree]:
+    model = network(width)
+    theta0, mask, _ = init_trials(model, trial_key(settings.seed, width), settings.trials)
+    return model, theta0, mask
+
+
+def _dense_path(d: Path, settings: StudySettings) -> Path:
+    return d / f"dense_{settings.hidden:03d}"
+
+
+def _train_dense(d: Path, settings: StudySettings, width: int, lr: float) -> tuple[models.Model, PyTree]:
+    """Random ``width``-unit networks trained at ``lr``; the pruned width at the study's lr is kept
+    (``dense_NNN/``) for the protocols to prune."""
+    model, theta0, mask = _trials(settings, width)
+    trained = jax.block_until_ready(make_train_fn(model, lr=lr, iterations=settings.iterations)(theta0, mask))
+    if width == settings.hidden and lr == settings.lr and not _dense_path(d, settings).exists():
+        store.save_once(_dense_path(d, settings), trained)
+    return model, trained
+
+
+def dense_part(d: Path, settings: StudySettings, width: int, lr: float | None = None) -> dict:
+    """The part ``dense`` ``{width, lr}`` of run ``d``: ``settings.trials`` random ``width``-unit
+    networks trained ``settings.iterations`` steps at ``lr`` (default ``settings.lr``): their
+    :func:`outcomes` and ``seconds``. Figure 1 is these parts at the study's lr; the learning-rate
+    sweep, at others."""
+    lr = settings.lr if lr is None else lr
+
+    def compute():
+        t0 = time.perf_counter()
+        model, trained = _train_dense(d, settings, width, lr)
+        return {**outcomes(model, trained, settings.zero_loss_threshold), "seconds": time.perf_counter() - t0}
+
+    return store.part(d, "dense", {"width": width, "lr": lr}, compute)
+
+
+def prune_part(d: Path, settings: StudySettings, protocol: str, heuristic: str, targets: tuple[int, ...],
+               per_round: int = 2) -> dict:
+    """The part ``prune`` ``{protocol, heuristic, targets, per_round}`` of run ``d``: the trained
+    ``settings.hidden``-unit networks (those of :func:`dense_part`) pruned by :func:`prune_study`,
+    each ticket retrained from θ0. Returns ``{"tickets": {"<width>": outcomes}, "seconds"}``,
+    the tickets in the order the protocol reaches them."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown pruning protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
+
+    def compute():
+        t0 = time.perf_counter()
+        model, theta0, mask0 = _trials(settings, settings.hidden)
+        path = _dense_path(d, settings)
+        train = make_train_fn(model, lr=settings.lr, iterations=settings.iterations)
+        trained = store.load_once(path) if path.exists() else train(theta0, mask0)  # the same networks either way
+        tickets = prune_study(train, theta0, mask0, trained, protocol, heuristic, tuple(targets), per_round)
+        out = {}
+        for width, ticket in tickets.items():
+            alive = num_alive(ticket.mask)
+            if not (alive == width).all():
+                raise AssertionError(f"{protocol}/{heuristic}: expected {width} units, got {sorted(set(alive))}")
+            out[str(width)] = outcomes(model, ticket.params, settings.zero_loss_threshold)
+        return {"tickets": out, "seconds": time.perf_counter() - t0}
+
+    key = {"protocol": protocol, "heuristic": heuristic, "targets": list(targets), "per_round": per_round}
+    return store.part(d, "prune", key, compute)
 
 
 # -- the paper's tables ----------------------------------------------------------------------
@@ -458,8 +581,9 @@ def conditional_rate(dense: jax.Array, pruned: jax.Array) -> float:
 
 __all__ = [
     "FIGURE1_PAPER", "FIGURE2_PAPER", "HEURISTICS", "ITERATIONS", "LEARNING_RATE", "PROTOCOLS",
-    "Success", "Ticket", "ZERO_LOSS_THRESHOLD", "alive_units", "conditional_rate",
-    "decision_boundary_correct", "init_trials", "iterative", "joint_rate", "logits_on_xor",
-    "make_train_fn", "network", "num_alive", "one_shot", "per_point_loss", "prune_step",
-    "prune_study", "prune_units", "success", "unit_mask", "unit_scores", "xor_data", "zero_loss",
+    "StudySettings", "Success", "Ticket", "ZERO_LOSS_THRESHOLD", "alive_units", "conditional_rate",
+    "decision_boundary_correct", "dense_part", "init_trials", "iterative", "joint_rate", "logits_on_xor",
+    "make_train_fn", "max_point_loss", "network", "num_alive", "one_shot", "open_run", "outcomes",
+    "per_point_loss", "prune_part", "prune_step", "prune_study", "prune_units", "success", "trial_key",
+    "unit_mask", "unit_scores", "xor_data", "zero_loss",
 ]

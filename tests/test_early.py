@@ -142,18 +142,31 @@ def test_baseline_records_every_epoch(study):
 
 
 def test_killed_baseline_resumes_and_ends_like_an_uninterrupted_one(study, tmp_path):
+    # the epochs are ltjax.midround's segments: the same partial/ resume point as a round of lottery.run
     code = ("import sys; from ltjax import early_study; from tests.test_early import CFG; "
             "early_study.baseline(CFG, sys.argv[1], progress=False, log=lambda _: None)")
-    env = {**os.environ, "LTJAX_FAULT": "epoch3.resumable"}
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, cwd=os.getcwd(), capture_output=True)
-    assert p.returncode == -9, p.stderr.decode()[-2000:]
-    d = study.path.name
-    assert (tmp_path / d / "resume").exists() and not (tmp_path / d / "epoch_003").exists()
+    d = tmp_path / study.path.name
+
+    def killed_at(fault):
+        env = {**os.environ, "LTJAX_FAULT": fault}
+        p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, cwd=os.getcwd(), capture_output=True)
+        assert p.returncode == -9, p.stderr.decode()[-2000:]
+        return sorted(e.name for e in d.glob("epoch_*"))
+
+    # killed while committing epoch 3's record: the resume point is epoch 2's, so epoch 3 trains again
+    assert killed_at("epoch_003.written") == ["epoch_000", "epoch_001", "epoch_002", "epoch_003.tmp"]
+    assert (d / "partial").exists() and int(store.load_once(d / "partial")["done"]) == 2 * 16
+    # killed once epoch 4's resume point is saved (in the background, while epoch 5 trains)
+    assert killed_at("round0.at64") == [f"epoch_{e:03d}" for e in range(5)]
+    assert int(store.load_once(d / "partial")["done"]) == 4 * 16
     again = early_study.baseline(CFG, tmp_path, progress=False, log=_quiet)
+    assert not (d / "partial").exists()  # removed once the baseline is done
     for e in range(6):
         for a, b in zip(jax.tree.leaves(again.params(e)), jax.tree.leaves(study.params(e))):
             np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(again.stats()["bits"], study.stats()["bits"])
+    st, want = again.stats(), study.stats()
+    for k in ("bits", "test_acc", "val_acc"):
+        np.testing.assert_array_equal(st[k], want[k])
     with pytest.raises(ConfigError, match="pruning settings"):
         early_study.baseline(CFG, tmp_path, rate=0.5, progress=False, log=_quiet)
 

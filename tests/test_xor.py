@@ -1,6 +1,10 @@
 """The XOR study (ltjax.xor): unit scores and unit pruning on a hand-built network, one-shot
 and iterative protocols, reset to θ0, the two success criteria, and a small end-to-end run."""
 
+import json
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -355,3 +359,91 @@ def test_init_trials_is_model_init_of_each_trials_key():
         for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(jax.tree.map(lambda a: a[t], theta0))):
             np.testing.assert_array_equal(a, b)
     assert mask["fc1"]["kernel"].shape == (50, 2, 6) and mask["fc1"]["kernel"].all() and mask["fc1"]["bias"] is None
+
+
+# -- the study's run directory: named, hashed parts, resumed -------------------------------------
+
+TINY = X.StudySettings(trials=8, iterations=40)
+
+
+def _counting_train_fns(monkeypatch):
+    """Count the training programs the study asks for (each part builds its own)."""
+    calls, make = [], X.make_train_fn
+    monkeypatch.setattr(X, "make_train_fn", lambda *a, **k: calls.append(k.get("lr")) or make(*a, **k))
+    return calls
+
+
+def test_study_parts_are_kept_and_a_second_call_recomputes_nothing(tmp_path, monkeypatch):
+    calls = _counting_train_fns(monkeypatch)
+    d = X.open_run(TINY, tmp_path)
+    assert d.name.startswith("frankle2018_xor-") and (d / "settings.json").exists()
+    dense = {h: X.dense_part(d, TINY, h) for h in (2, 10)}
+    sweep = X.dense_part(d, TINY, 10, lr=0.3)
+    pruned = {p: X.prune_part(d, TINY, p, "magnitude_product", t) for p, t in (("one_shot", (2,)),
+                                                                             ("iterative", (8, 6, 4, 2)))}
+    assert len(calls) == 5 and (d / "dense_010").exists()  # the pruned width's trained networks, kept
+    assert list(pruned["iterative"]["tickets"]) == ["8", "6", "4", "2"] and len(dense[2]["db_trials"]) == 8
+    assert sweep != dense[10]  # another lr is another part
+    # the kept parts are what the computation gives: a fresh directory that trains the 10-unit
+    # networks inside the pruning part (no dense_010 kept) makes the same tickets
+    other = X.open_run(TINY, tmp_path / "other")
+    assert X.prune_part(other, TINY, "iterative", "magnitude_product", (8, 6, 4, 2))["tickets"] == \
+        pruned["iterative"]["tickets"]
+    calls.clear()
+    assert X.open_run(TINY, tmp_path) == d
+    assert {h: X.dense_part(d, TINY, h) for h in (2, 10)} == dense and X.dense_part(d, TINY, 10, lr=0.3) == sweep
+    assert X.prune_part(d, TINY, "one_shot", "magnitude_product", (2,)) == pruned["one_shot"]
+    assert calls == []  # nothing trained again
+
+
+def test_a_study_interrupted_between_parts_computes_only_the_missing_ones(tmp_path, monkeypatch):
+    d = X.open_run(TINY, tmp_path)
+    jobs = [("one_shot", "input_magnitude", (2,)), ("one_shot", "output_magnitude", (2,)),
+            ("iterative", "output_magnitude", (8, 6, 4, 2))]
+    prune = X.prune_study
+
+    def dies_on_the_second(*a, **k):
+        if a[5] == "output_magnitude":
+            raise KeyboardInterrupt("killed")
+        return prune(*a, **k)
+
+    monkeypatch.setattr(X, "prune_study", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        for job in jobs:
+            X.prune_part(d, TINY, *job)
+    assert len(list((d / "parts").glob("prune-*.json"))) == 1
+    monkeypatch.setattr(X, "prune_study", prune)
+    calls = _counting_train_fns(monkeypatch)
+    done = [X.prune_part(d, TINY, *job) for job in jobs]
+    assert len(calls) == 2 and all(set(p["tickets"]) >= {"2"} for p in done)
+
+
+def test_another_setting_is_another_run_directory_and_a_changed_record_is_refused(tmp_path):
+    d = X.open_run(TINY, tmp_path)
+    assert X.open_run(TINY._replace(trials=16), tmp_path) != d
+    assert X.open_run(TINY._replace(lr=0.5), tmp_path) != d
+    (d / "settings.json").write_text(json.dumps({**TINY._asdict(), "trials": 9}))
+    with pytest.raises(ValueError, match="holds a frankle2018_xor study with settings"):
+        X.open_run(TINY, tmp_path)
+
+
+def test_experiment_builds_results_from_the_parts_and_recomputes_nothing_the_second_time(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "experiments"))
+    import frankle2018_xor as script
+
+    args = ["x", "--trials", "8", "--iterations", "40", "--runs", str(tmp_path / "runs")]
+    monkeypatch.setattr(sys, "argv", [*args, "--out", str(tmp_path / "a")])
+    script.main()
+    first = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert [r["protocol"] for r in first["figure2"]] == ["one_shot"] * 3 + ["iterative"] * 3
+    assert list(first["figure2"][3]) == ["protocol", "heuristic", "10", "8", "6", "4", "2", "seconds"]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished part was computed again")
+
+    monkeypatch.setattr(X, "make_train_fn", no_training)
+    monkeypatch.setattr(sys, "argv", [*args, "--out", str(tmp_path / "b")])
+    script.main()
+    again = json.loads((tmp_path / "b" / "results.json").read_text())
+    first.pop("runtime_s"), again.pop("runtime_s")
+    assert again == first

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from ltjax.data.stream import Images, is_lazy, synthetic_images, take, tfds_images
 from ltjax.data.tfds_source import (
     DATASETS,
     DataUnavailableError,
@@ -52,16 +53,56 @@ def split_validation(x: np.ndarray, y: np.ndarray, size: int, seed: int):
         raise ValueError(f"validation_size must be in [0, {n - 1}] for {n} training examples, got {size}")
     val = np.zeros(n, bool)
     val[np.random.default_rng(seed).choice(n, size, replace=False)] = True
-    return x[~val], y[~val], x[val], y[val]
+    return take(x, ~val), y[~val], take(x, val), y[val]
 
 
 SYNTHETIC_PREFIX = "synthetic_"
 SYNTHETIC_SIZES = (1024, 256)  # train, test examples of a synthetic dataset
 
 
+# Datasets too large for the device, read from disk as they train (:mod:`ltjax.data.stream`):
+# ImageNet (ILSVRC-2012) through TFDS, its per-channel mean and std the common torchvision ones.
+SYNTHETIC_STREAMED_SIZES = (1024, 16)  # train, test examples of a synthetic streamed dataset (each 150 kB at 224²)
+STREAMED = {"imagenet2012": (1000, (224, 224, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
 def names() -> list[str]:
     """Every dataset name :func:`load` accepts."""
-    return [*DATASETS, "xor", *(SYNTHETIC_PREFIX + n for n in DATASETS)]
+    return [*DATASETS, *STREAMED, "xor", *(SYNTHETIC_PREFIX + n for n in (*DATASETS, *STREAMED))]
+
+
+def _streamed(name: str, validation_size: int, split_seed: int, data_dir, manual_dir) -> Dataset:
+    """A :data:`STREAMED` dataset (or its ``synthetic_`` stand-in, generated on demand at the
+    real image shape) as lazy :class:`~ltjax.data.stream.Images`: the test set is TFDS's
+    ``validation`` split, the validation set carved out of train as for every dataset."""
+    base = name[len(SYNTHETIC_PREFIX):] if name.startswith(SYNTHETIC_PREFIX) else name
+    classes, shape, mean, std = STREAMED[base]
+    if base != name:
+        (x, y), (xt, yt) = (synthetic_images(classes, shape, n, split_seed, s)
+                            for n, s in zip(SYNTHETIC_STREAMED_SIZES, ("train", "test")))
+    else:
+        _prepare_streamed(base, data_dir, manual_dir)
+        (x, y), (xt, yt) = (tfds_images(base, s, data_dir=data_dir, size=shape[0]) for s in ("train", "validation"))
+    x_tr, y_tr, x_val, y_val = split_validation(x, y, validation_size, split_seed)
+    return Dataset(name, x_tr, y_tr, x_val, y_val, xt, yt, mean, std, classes)
+
+
+def _prepare_streamed(name: str, data_dir, manual_dir) -> None:
+    """TFDS's own preparation of ``name`` as ArrayRecord files (random access), once, from the
+    archives in the manual directory (ImageNet cannot be downloaded: it needs a login)."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    if builder.is_prepared():
+        return
+    manual = resolve_manual_dir(name, manual_dir)
+    if manual is None or not any(manual.glob("ILSVRC2012_img_*.tar")):
+        raise DataUnavailableError(
+            f"dataset {name!r} is not prepared in {builder.data_dir} and no manual directory holds its archives: download "
+            f"ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org (a login is needed) "
+            f"into a directory and pass it as manual_dir (--manual-dir); TFDS then converts them once to ArrayRecord "
+            f"files (about 150 GB) that ltjax reads as it trains")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
 
 
 def synthetic_arrays(name: str, seed: int = 0) -> dict[str, np.ndarray]:
@@ -103,6 +144,8 @@ def load(
         x, y = xor()
         empty = (x[:0], y[:0])
         return Dataset("xor", x, y, *empty, x, y, (0.0,), (1.0,), 2)
+    if name.removeprefix(SYNTHETIC_PREFIX) in STREAMED:
+        return _streamed(name, validation_size, split_seed, data_dir, manual_dir)
     if name.startswith(SYNTHETIC_PREFIX) and name[len(SYNTHETIC_PREFIX):] in DATASETS:
         info = DATASETS[name[len(SYNTHETIC_PREFIX):]]
         arrays = synthetic_arrays(name[len(SYNTHETIC_PREFIX):], split_seed)
@@ -195,6 +238,9 @@ def fingerprint(ds: Dataset) -> str:
     rebuilt cache, another split) stops with an error instead of mixing the two."""
     h = hashlib.sha256(ds.name.encode())
     for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test):
+        if is_lazy(a):  # a streamed source: named by its source, version and subset, not hashed byte by byte
+            h.update(f"{a.dtype.str}{a.shape}{a.token}".encode())
+            continue
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.reshape(-1).view(np.uint8))  # flat bytes; empty splits (no validation) too
@@ -218,6 +264,7 @@ def normalize(x: jnp.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -
 
 __all__ = [
     "data_arrays", "fingerprint", "from_arrays",
-    "DATASETS", "Dataset", "DataUnavailableError", "SYNTHETIC_PREFIX", "cache_dir", "load", "load_arrays",
+    "DATASETS", "Dataset", "DataUnavailableError", "Images", "STREAMED", "SYNTHETIC_PREFIX", "cache_dir", "is_lazy",
+    "load", "load_arrays",
     "names", "normalize", "resolve_manual_dir", "split_validation", "synthetic_arrays", "xor",
 ]

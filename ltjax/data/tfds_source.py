@@ -113,7 +113,7 @@ def resolve_manual_dir(name: str, manual_dir: str | None) -> Path | None:
     if not d:
         return None
     d = Path(d).expanduser()
-    if (d / name).is_dir() and not (d / DATASETS[name].files[0]).exists():
+    if (d / name).is_dir() and not (name in DATASETS and (d / DATASETS[name].files[0]).exists()):
         d = d / name
     return d
 

@@ -58,9 +58,11 @@ _GROUPED = threading.local()
 @contextlib.contextmanager
 def grouped_convolutions():
     """While tracing inside this context, a vmapped convolution whose kernel is batched becomes one
-    grouped convolution (JAX's own batching rule) rather than a loop over the batch. For a program
-    whose ticket axis is sharded over devices, where a loop over that axis would run the devices'
-    tickets one device after another (:func:`ltjax.train.map_tickets` uses it there)."""
+    grouped convolution (JAX's own batching rule) rather than one convolution per ticket: for a
+    program that vmaps a ticket axis sharded over devices by GSPMD, where a loop over that axis
+    would run the devices' tickets one device after another. ltjax's own mesh path
+    (:func:`ltjax.train.map_tickets`) no longer needs it: it maps each device's own tickets
+    inside ``shard_map``, so every device runs the per-ticket form on its share."""
     before = getattr(_GROUPED, "on", False)
     _GROUPED.on = True
     try:
