@@ -387,26 +387,8 @@ def make_streamed(model, spec: TrainSpec, mean, std, progress=None, ticket_chunk
 
     def run(params, mask, key, opt_state, hyper, data: HostData, start_step, num_steps, origin, hold_lr):
         t_begin = time.perf_counter()
-        T, n = key.shape[0], len(data.x_train)
-        per_step = T * B * data.item_bytes()
-        s = max([d for d in range(1, E + 1) if E % d == 0 and d * per_step <= data.chunk_bytes] or [1])
-        evals = [(x, y, eval_batches(x, None, EVAL_BATCH)) for x, y in ((data.x_val, data.y_val),
-                                                                        (data.x_test, data.y_test))]
-        jobs = []
-        for c in range(num_steps // E):
-            jobs += [("train", start_step + c * E + i * s) for i in range(E // s)]
-            jobs += [("eval", j, b, e) for j, (_, _, spans) in enumerate(evals) for b, e in spans]
-        put = (lambda a: a) if mesh is None else (lambda a: shard_tickets(a, mesh))  # noqa: E731
-
-        def make(job):
-            if job[0] == "train":
-                idx = np.asarray(indices(key, job[1] + jnp.arange(s, dtype=jnp.int32), n))
-                x = np.asarray(data.x_train[idx.reshape(-1)]).reshape(*idx.shape, *data.x_train.shape[1:])
-                return put(jnp.asarray(x)), put(jnp.asarray(data.y_train[idx]))
-            x, y, spans = evals[job[1]]
-            size = min(EVAL_BATCH, len(x))
-            return jax.device_put(read_eval(x, y, job[2], job[3], size))
-
+        T = key.shape[0]
+        s, evals, jobs, make = _stream_plan(data, key, indices, start_step, num_steps, E, B, mesh)
         org = jnp.int32(start_step if origin is None else origin)
         hold = None if hold_lr is None else jnp.int32(hold_lr)
         state = init(params, mask, key, opt_state, hyper, jnp.int32(start_step), org, hold)
@@ -438,6 +420,33 @@ def make_streamed(model, spec: TrainSpec, mean, std, progress=None, ticket_chunk
         return TrainOutput(params_out, stacked, state.opt_state, mask_out)
 
     return run
+
+
+def _stream_plan(data: HostData, key, indices: Callable, start_step: int, num_steps: int, E: int, B: int, mesh):
+    """What a streamed call reads, in order: ``s`` iterations per transfer (the most, dividing
+    ``E``, whose images stay under ``data.chunk_bytes``), each evaluation set's batch spans,
+    the jobs (train chunks, then after every ``E`` iterations the evaluation batches) and
+    ``make(job)``, which reads one job's arrays on the host and puts them on the device."""
+    T, n = key.shape[0], len(data.x_train)
+    per_step = T * B * data.item_bytes()
+    s = max([d for d in range(1, E + 1) if E % d == 0 and d * per_step <= data.chunk_bytes] or [1])
+    evals = [(x, y, eval_batches(x, None, EVAL_BATCH)) for x, y in ((data.x_val, data.y_val),
+                                                                    (data.x_test, data.y_test))]
+    jobs = []
+    for c in range(num_steps // E):
+        jobs += [("train", start_step + c * E + i * s) for i in range(E // s)]
+        jobs += [("eval", j, b, e) for j, (_, _, spans) in enumerate(evals) for b, e in spans]
+    put = (lambda a: a) if mesh is None else (lambda a: shard_tickets(a, mesh))  # noqa: E731
+
+    def make(job):
+        if job[0] == "train":
+            idx = np.asarray(indices(key, job[1] + jnp.arange(s, dtype=jnp.int32), n))
+            x = np.asarray(data.x_train[idx.reshape(-1)]).reshape(*idx.shape, *data.x_train.shape[1:])
+            return put(jnp.asarray(x)), put(jnp.asarray(data.y_train[idx]))
+        x, y, _ = evals[job[1]]
+        return jax.device_put(read_eval(x, y, job[2], job[3], min(EVAL_BATCH, len(x))))
+
+    return s, evals, jobs, make
 
 
 def map_tickets(one: Callable, args: tuple, ticket_chunk: int | None = None, mesh=None, shared: tuple = ()):
