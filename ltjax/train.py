@@ -430,7 +430,7 @@ def _stream_plan(data: HostData, key, indices: Callable, start_step: int, num_st
     T, n = key.shape[0], len(data.x_train)
     per_step = T * B * data.item_bytes()
     s = max([d for d in range(1, E + 1) if E % d == 0 and d * per_step <= data.chunk_bytes] or [1])
-    evals = [(x, y, eval_batches(x, None, EVAL_BATCH)) for x, y in ((data.x_val, data.y_val),
+    evals = [(x, y, eval_batches(x, EVAL_BATCH)) for x, y in ((data.x_val, data.y_val),
                                                                     (data.x_test, data.y_test))]
     jobs = []
     for c in range(num_steps // E):

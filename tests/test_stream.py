@@ -113,6 +113,22 @@ def test_prefetcher_keeps_order_counts_waiting_and_raises_the_readers_error():
         assert next(feed) == 0 and next(feed) == 1
         with pytest.raises(OSError, match="disk gone"):
             next(feed)
+    # a consumer that stops early (its training failed) is never left waiting on the reader,
+    # even when the reader's error or end would not fit in the full queue
+    import threading
+    import time
+
+    def bad_second(j):
+        if j == 1:
+            raise OSError("disk gone")
+        return j
+
+    feed = stream.Prefetcher(range(3), bad_second, depth=1)
+    time.sleep(0.3)  # the reader has filled the queue with job 0 and holds job 1's error
+    closer = threading.Thread(target=feed.close)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive()
     with pytest.raises(ValueError, match="prefetch must be at least 1"):
         stream.HostData(*(np.zeros((1, 1)),) * 6, prefetch=0)
 

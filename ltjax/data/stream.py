@@ -132,7 +132,7 @@ def host_data(ds, **kwargs) -> HostData:
     return HostData(ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test, **kwargs)
 
 
-def eval_batches(x, y, batch: int) -> list[tuple[int, int]]:
+def eval_batches(x, batch: int) -> list[tuple[int, int]]:
     """``(begin, end)`` of the evaluation batches over a split of ``len(x)`` examples: one
     batch when it is at most ``batch``, else whole batches, the last padded (weights 0), as
     :func:`ltjax.train.device_data` pads the in-memory split."""
@@ -164,22 +164,25 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._run, args=(iter(jobs), make), daemon=True, name="ltjax-feed")
         self._thread.start()
 
+    def _put(self, entry) -> bool:
+        """Queue ``entry`` unless the consumer has closed; False once it has (never blocks past close)."""
+        while not self._stop.is_set():
+            try:
+                self._q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, jobs, make) -> None:
         try:
             for job in jobs:
-                item = make(job)
-                while not self._stop.is_set():
-                    try:
-                        self._q.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put((True, make(job))):
                     return
         except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)
-            self._q.put((False, e))
+            self._put((False, e))
             return
-        self._q.put((False, None))
+        self._put((False, None))
 
     def __iter__(self):
         return self
