@@ -37,7 +37,8 @@ import numpy as np
 
 from ltjax import data as D
 from ltjax import models
-from ltjax.bench import step_memory_analysis, train_rate
+from ltjax.bench import train_rate
+from ltjax.memory import step_memory_analysis
 from ltjax.train import TrainSpec
 
 #: name: (model factory, batch, input shape)

@@ -18,6 +18,7 @@ import numbers
 import typing
 from dataclasses import dataclass, field, fields
 
+from ltjax import at_init  # noqa: F401  registers the synflow and grasp scores and controls (above rounds)
 from ltjax import identity, pruning, rounds, scores, stopping
 from ltjax.data import data_arrays, names as data_names
 from ltjax.data.augment import AUGMENTATIONS

@@ -338,9 +338,9 @@ def _check_mesh(config: Config, devices, devices_per_ticket: int) -> None:
 def auto_devices_per_ticket(config: Config, model: models.Model, ds: D.Dataset, devices=None, stream: bool = False,
                             log: Callable[[str], None] = print) -> int:
     """``devices_per_ticket="auto"``: the fewest devices per ticket whose share of the minibatch
-    fits a device (:func:`ltjax.bench.choose_devices_per_ticket`, from XLA's memory analysis of
+    fits a device (:func:`ltjax.memory.choose_devices_per_ticket`, from XLA's memory analysis of
     the training step; the in-memory dataset counted on every device), 1 on a CPU."""
-    from ltjax.bench import choose_devices_per_ticket
+    from ltjax.memory import choose_devices_per_ticket
 
     n = len(devices if devices is not None else jax.devices())
     data_bytes = 0 if stream else sum(np.asarray(a).nbytes for a in (ds.x_train, ds.x_val, ds.x_test))

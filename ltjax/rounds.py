@@ -406,5 +406,3 @@ def concat(*trees: PyTree) -> PyTree:
     return jax.tree.map(lambda *xs: None if xs[0] is None else jnp.concatenate(xs), *trees,
                         is_leaf=lambda x: x is None)
 
-
-from ltjax import at_init  # noqa: E402,F401  registers the synflow and grasp scores and controls

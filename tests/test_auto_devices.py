@@ -3,7 +3,7 @@ device, from XLA's memory analysis of the step compiled at each candidate's shar
 
 import pytest
 
-from ltjax import bench, models
+from ltjax import memory, models
 from ltjax.train import TrainSpec
 
 MODEL = models.build("mlp", input_shape=(28, 28, 1), num_outputs=10)
@@ -11,29 +11,29 @@ SPEC = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, eval_every=20)
 
 
 def test_picks_the_fewest_devices_whose_share_fits_and_says_when_none_does():
-    total = {k: bench.ticket_memory(MODEL, SPEC._replace(batch_size=64 // k))["total"] for k in (1, 2, 4, 8)}
+    total = {k: memory.ticket_memory(MODEL, SPEC._replace(batch_size=64 // k))["total"] for k in (1, 2, 4, 8)}
     assert total[1] > total[2] > total[4] > total[8]  # a smaller share of the batch needs less
     for k in (1, 2, 4, 8):  # a device just big enough for k's share (80% usable) gets k; a byte less, more
-        assert bench.choose_devices_per_ticket(MODEL, SPEC, 8, memory=int(total[k] / 0.8) + 1) == k
+        assert memory.choose_devices_per_ticket(MODEL, SPEC, 8, memory=int(total[k] / 0.8) + 1) == k
         if k < 8:
-            assert bench.choose_devices_per_ticket(MODEL, SPEC, 8, memory=int(total[k] / 0.8) - 1) > k
-    assert bench.choose_devices_per_ticket(MODEL, SPEC, 4, memory=int(total[2] / 0.8) + 1, extra=0) == 2
+            assert memory.choose_devices_per_ticket(MODEL, SPEC, 8, memory=int(total[k] / 0.8) - 1) > k
+    assert memory.choose_devices_per_ticket(MODEL, SPEC, 4, memory=int(total[2] / 0.8) + 1, extra=0) == 2
     with pytest.raises(ValueError, match=r"even split over all 8 devices.*smaller batch_size"):
-        bench.choose_devices_per_ticket(MODEL, SPEC, 8, memory=total[8] // 2)
-    assert bench.device_memory() is None  # a CPU reports no limit: one device per ticket
-    assert bench.choose_devices_per_ticket(MODEL, SPEC, 8) == 1
+        memory.choose_devices_per_ticket(MODEL, SPEC, 8, memory=total[8] // 2)
+    assert memory.device_memory() is None  # a CPU reports no limit: one device per ticket
+    assert memory.choose_devices_per_ticket(MODEL, SPEC, 8) == 1
 
 
 def test_lottery_run_auto_resolves_and_logs_its_choice(tmp_path, monkeypatch):
     from ltjax import lottery, presets
 
     cfg = presets.get("lenet_mnist_iclr2019").replace(widths=(16,), iterations=100, eval_every=100, rounds=1)
-    monkeypatch.setattr(bench, "device_memory", lambda device=None: 64 << 30)
+    monkeypatch.setattr(memory, "device_memory", lambda device=None: 64 << 30)
     lines = []
     run = lottery.run(cfg, tmp_path, progress=False, log=lines.append, devices_per_ticket="auto")
     assert "devices_per_ticket=auto: 1 device(s) per ticket (of 1)" in lines
     assert len(run.rounds) == 1
-    monkeypatch.setattr(bench, "device_memory", lambda device=None: 1 << 10)
+    monkeypatch.setattr(memory, "device_memory", lambda device=None: 1 << 10)
     from ltjax.config import ConfigError
     with pytest.raises(ConfigError, match="devices_per_ticket=auto: one ticket needs"):
         lottery.run(cfg, tmp_path / "small", progress=False, log=lines.append, devices_per_ticket="auto")

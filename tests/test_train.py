@@ -255,7 +255,7 @@ def test_padded_and_per_device_chunked_tickets_equal_one_device():
 
 
 def test_ticket_memory_state_is_the_weights_mask_and_optimizer_state():
-    from ltjax import bench
+    from ltjax import memory
     from ltjax.train import make_optimizer
 
     model = models.mlp((30, 20), init="glorot_normal")
@@ -263,6 +263,6 @@ def test_ticket_memory_state_is_the_weights_mask_and_optimizer_state():
     params = model.init(jax.random.PRNGKey(0))
     mask = M.make_mask(params, model.is_prunable)
     expected = sum(np.asarray(a).nbytes for a in jax.tree.leaves((params, mask, make_optimizer(spec).init(params))))
-    mem = bench.ticket_memory(model, spec)
+    mem = memory.ticket_memory(model, spec)
     assert mem["state"] == expected  # float32 weights, bool mask, Adam's two moments and its count
     assert mem["temporaries"] >= 0 and mem["total"] == mem["state"] + mem["temporaries"]
