@@ -48,7 +48,7 @@ import numpy as np
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import distributed, identity, midround, models, rounds, stopping, store
+from ltjax import distributed, identity, loop, midround, models, rounds, stopping, store
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh, ticket_sharding
 from ltjax.distributed import to_host
@@ -497,25 +497,31 @@ def _theta_k_step(config: Config) -> int:
     return config.rewind_iteration if rounds.RESTARTS[config.strategy].rewinds else 0
 
 
-def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
-    """Train round r's tickets (and its controls in the same program): ``(params, curves,
-    control metrics or None, ctx)``; θk is trained and saved on first need."""
+def _theta_k(st: _Study) -> tuple[_Study, Curves | None]:
+    """``st`` with θk in its context, trained (with its curves) and saved on first need: only when
+    rewinding to k > 0 and θk is not on disk yet."""
+    ctx, k = st.ctx, _theta_k_step(st.ctx.config)
+    if ctx.theta_k is not None:
+        return st, None
+    st.bar.start(f"theta_k (iteration {k})", k, passes=st.passes(ctx.config.num_tickets()))
+    theta_k, c_k = _fit(st, 0, ctx.theta0, ctx.dense, ctx.data_keys, 0, k, st.hyper, None)
+    st.bar.close()
+    store.save_once(st.d / "theta_k", theta_k)
+    return st._replace(ctx=ctx._replace(theta_k=theta_k)), c_k
+
+
+def _train_round(st: _Study, r: int, source: PyTree, mask: PyTree, begin: int, c_k: Curves | None):
+    """Train round r's tickets from ``source ⊙ mask`` at iteration ``begin``, and its controls in the
+    same program: ``(params, curves, control metrics or None)``. Round 0 of a study rewinding to
+    k > 0 continues from θk, its curves from iteration 0 (``c_k``: θk's, retrained when θk was on disk)."""
     ctx, T, k, iters = st.ctx, st.ctx.config.num_tickets(), _theta_k_step(st.ctx.config), st.ctx.config.iterations
-    c_k = None
-    if ctx.theta_k is None:  # only when rewinding to k > 0 and theta_k is not on disk yet
-        st.bar.start(f"theta_k (iteration {k})", k, passes=st.passes(T))
-        theta_k, c_k = _fit(st, 0, ctx.theta0, ctx.dense, ctx.data_keys, 0, k, st.hyper, None)
-        st.bar.close()
-        store.save_once(d / "theta_k", theta_k)
-        ctx = ctx._replace(theta_k=theta_k)
-    if r == 0 and k > 0:  # round 0 continues from θk; if θk came from disk, redo its curves
+    if r == 0 and k > 0:
         if c_k is None:
             _, c_k = _fit(st, 0, ctx.theta0, ctx.dense, ctx.data_keys, 0, k, st.hyper, None)
         st.bar.start("round 0", iters - k, passes=st.passes(T))
         params, c2 = _fit(st, 0, ctx.theta_k, mask, ctx.data_keys, k, iters - k, st.hyper, None)
-        return params, jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2), None, ctx
-    source = _round_source(ctx, r)
-    start, begin = _apply_mask(source, mask), rounds.start_step(ctx.config, r)
+        return params, jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), c_k, c2), None
+    start = _apply_mask(source, mask)
     p_in, m_in, k_in, h_in, labels = start, mask, ctx.data_keys, st.hyper, []
     if r > 0 and ctx.config.controls:  # controls train in the tickets' program, on their data order
         c_start, c_mask, labels = rounds.control_starts(ctx, r, start, mask, source)
@@ -526,10 +532,10 @@ def _train_round(st: _Study, d: Path, r: int, mask: PyTree):
     params, curves = _fit(st, r, *(shard_tickets(a, st.mesh) for a in (p_in, m_in, k_in)), begin, iters - begin,
                           None if h_in is None else shard_tickets(h_in, st.mesh), rounds.held_lr_step(ctx.config, r))
     if not labels:
-        return params, curves, None, ctx
+        return params, curves, None
     head, tail = (lambda t: jax.tree.map(lambda a: a[:T], t)), (lambda t: jax.tree.map(lambda a: a[T:], t))
     c_metrics = _control_metrics(r, tail(m_in), tail(params), tail(curves), labels, T, st.stop, mask)
-    return head(params), head(curves), c_metrics, ctx
+    return head(params), head(curves), c_metrics
 
 
 def _fit(st: _Study, r: int, params, mask, keys, begin: int, n: int, hyper, hold_lr) -> tuple[PyTree, Curves]:
@@ -552,51 +558,61 @@ def _fit(st: _Study, r: int, params, mask, keys, begin: int, n: int, hyper, hold
 def _execute(config: Config, d: Path, ds: D.Dataset, model: models.Model, todo: list[int],
              progress: bool | str, log: Callable[[str], None], ticket_chunk: int | None = None,
              devices_per_ticket: int = 1, stream: bool = False, devices=None) -> None:
-    """The round loop: :func:`_execute_round` for each round of ``todo``; on SIGTERM it stops where
-    the state is saved (:class:`ltjax.midround.Preempted`), after the round or mid-round."""
+    """The rounds of ``todo`` on the round loop (:func:`ltjax.loop.run`, parts :func:`_imp_rounds`); on
+    SIGTERM it stops where the state is saved (:class:`ltjax.midround.Preempted`), after the round or mid-round."""
     states: dict[int, tuple[PyTree, PyTree, np.ndarray]] = {}
     with midround.Watch() as watch:
-        st = _setup(config, d, ds, model, progress, ticket_chunk, states, devices_per_ticket, stream,
-                    devices)._replace(
-            watch=watch, log=log)
-        for r in todo:
-            st = _execute_round(st, r, states)
-            if watch.requested:
-                raise midround.Preempted(f"stopped on SIGTERM after round {r} was saved; run the same command "
-                                         f"again to continue with round {r + 1}")
+        st = _setup(config, d, ds, model, progress, ticket_chunk, states, devices_per_ticket, stream, devices)
+        loop.run(_imp_rounds(st._replace(watch=watch, log=log), states), todo, watch=watch)
 
 
-def _execute_round(st: _Study, r: int, states: dict) -> _Study:
-    """One round: its mask (:func:`ltjax.rounds.round_mask`), its training (restart and controls:
-    :func:`_train_round`), its metrics, then an atomic save; returns ``st`` with θk once trained."""
-    config, d, flip = st.ctx.config, st.d, st.ctx.config.flip_round
-    store.fault_point(f"round{r}.start")
-    t0 = time.perf_counter()
-    frozen = np.zeros(config.num_tickets(), bool) if r == 0 else st.ctx.state(r - 1)[2]
-    mask = shard_tickets(rounds.round_mask(st.ctx, r, frozen), st.mesh)
-    params, curves, c_metrics, ctx = _train_round(st, d, r, mask)
-    st = st._replace(ctx=ctx)
-    jax.block_until_ready(params)
-    st.bar.close()
-    store.fault_point(f"round{r}.trained")
-    metrics = round_metrics(r, mask, params, curves, st.stop, time.perf_counter() - t0, frozen)
-    if len(config.scores) > 1:
-        metrics["ticket_score"] = config.ticket_scores()
-    if config.sweep:
-        metrics["ticket_" + config.sweep] = config.ticket_sweep()
-    if c_metrics is not None:
-        metrics["controls"] = c_metrics
-    if flip and r >= flip:
-        metrics["shared_with_flipped"] = _check_flip(mask, st.ctx.state(flip - 1)[0], r, flip)
-    store.save_round(d, r, mask, params, metrics)
-    midround.discard(d)
-    st.log(format_round(metrics))
-    states[r] = (mask, params, metrics["diverged"])
-    # Only round r (next round's input), round 0 (one-shot's source) and the flipped
-    # mask's round (LTH_flip's disjointness check) are needed again.
-    for old in [q for q in states if q not in (0, r, flip - 1)]:
-        del states[old]
-    return st
+def _imp_rounds(st: _Study, states: dict) -> loop.Rounds:
+    """IMP / LTR as the round loop's parts: round r's mask (:func:`ltjax.rounds.round_mask`), its
+    restart (:data:`ltjax.rounds.RESTARTS`; θk trained on first need), its training with the
+    controls beside the tickets (:func:`_train_round`), and its commit: metrics, then an atomic
+    :func:`ltjax.store.save_round`. ``states`` keeps the finished rounds the next ones read."""
+    config, flip = st.ctx.config, st.ctx.config.flip_round
+    now: dict[str, Any] = {"st": st}  # the study (with θk once trained), the round's clock, θk's curves
+
+    def frozen(r: int) -> np.ndarray:  # tickets that diverged before round r keep their mask
+        return np.zeros(config.num_tickets(), bool) if r == 0 else now["st"].ctx.state(r - 1)[2]
+
+    def mask(r: int) -> PyTree:
+        now["t0"] = time.perf_counter()
+        return shard_tickets(rounds.round_mask(now["st"].ctx, r, frozen(r)), now["st"].mesh)
+
+    def start(r: int, mask: PyTree) -> tuple[PyTree, int]:
+        now["st"], now["c_k"] = _theta_k(now["st"])
+        return (now["st"].ctx.theta0, 0) if r == 0 else (_round_source(now["st"].ctx, r), rounds.start_step(config, r))
+
+    def fit(r: int, source: PyTree, mask: PyTree, begin: int):
+        params, curves, c_metrics = _train_round(now["st"], r, source, mask, begin, now.pop("c_k"))
+        jax.block_until_ready(params)
+        now["st"].bar.close()
+        return params, (curves, c_metrics)
+
+    def commit(r: int, mask: PyTree, params: PyTree, record) -> dict:
+        (curves, c_metrics), st_ = record, now["st"]
+        metrics = round_metrics(r, mask, params, curves, st_.stop, time.perf_counter() - now["t0"], frozen(r))
+        if len(config.scores) > 1:
+            metrics["ticket_score"] = config.ticket_scores()
+        if config.sweep:
+            metrics["ticket_" + config.sweep] = config.ticket_sweep()
+        if c_metrics is not None:
+            metrics["controls"] = c_metrics
+        if flip and r >= flip:
+            metrics["shared_with_flipped"] = _check_flip(mask, st_.ctx.state(flip - 1)[0], r, flip)
+        store.save_round(st_.d, r, mask, params, metrics)
+        midround.discard(st_.d)
+        st_.log(format_round(metrics))
+        states[r] = (mask, params, metrics["diverged"])
+        # Only round r (next round's input), round 0 (one-shot's source) and the flipped
+        # mask's round (LTH_flip's disjointness check) are needed again.
+        for old in [q for q in states if q not in (0, r, flip - 1)]:
+            del states[old]
+        return metrics
+
+    return loop.Rounds("round", mask, start, fit, commit)
 
 
 def _check_flip(mask: PyTree, flipped: PyTree, r: int, flip: int) -> np.ndarray:
