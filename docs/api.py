@@ -24,7 +24,8 @@ MODULES = [
     ("ltjax.masks", "masks as pytrees: make, apply, count, compare"),
     ("ltjax.scores", "weight scores: magnitude and the layerwise importance scores"),
     ("ltjax.pruning", "pruning by scores: layerwise, global, to an exact count"),
-    ("ltjax.lottery", "the IMP / LTR round loop: `run` a study"),
+    ("ltjax.loop", "the round loop every study runs: mask, start, fit, commit; resume and SIGTERM"),
+    ("ltjax.lottery", "the IMP / LTR study on the round loop: `run` a study"),
     ("ltjax.midround", "mid-round checkpoints: a round in segments, resumable, stopped by SIGTERM where saved"),
     ("ltjax.store", "run directories: atomic orbax checkpoints, `load_run`"),
     ("ltjax.ticket", "one ticket to carry: `save_ticket` / `load_ticket`, a `.npz` that NumPy reads alone"),
@@ -51,6 +52,7 @@ MODULES = [
     ("ltjax.data", "datasets (TFDS, TinyImageNet, synthetic arrays, XOR)"),
     ("ltjax.xor", "the XOR experiments of Frankle & Carbin (2018)"),
     ("ltjax.bench", "throughput benchmarks"),
+    ("ltjax.memory", "device memory of a ticket's step, from XLA's analysis; devices per ticket"),
     ("ltjax.bench_suite", "`ltjax bench --suite`: ticket-steps/s and memory vs vmapped tickets, against PyTorch"),
 ]
 OUT = Path(__file__).resolve().parent / "api.md"

@@ -11,13 +11,15 @@ the channel mask from the batch-norm scales. The epochs are the segments of
 to continue from (params, optimizer state) is saved as ``partial/``, so a killed or preempted
 (SIGTERM) baseline resumes at its last finished epoch and ends where an uninterrupted one ends.
 
-On top of it, each trains many networks in one vmapped program:
+On top of it, each trains many networks in one vmapped program, as rounds of the loop every ltjax
+study runs (:func:`ltjax.loop.run`: a round's mask, its start, its training, its commit as a part):
 
 * :func:`grid`: Figure 1, one program per prune epoch s over every rewind epoch v (× seeds);
 * :func:`ppr`: Figure 4, pseudo-prune-then-retrain, one program per retraining lr;
 * :func:`memorization`: Figure 5 / Table 1, random labels, one program per training-set size;
 * :func:`gradual`: Zhu & Gupta's cubic schedule inside the compiled loop (Tables 1 and 2);
-* :func:`early_bird`: You et al.'s rule on the recorded masks, and the found ticket's accuracy.
+* :func:`early_bird`: You et al.'s rule on the recorded masks, and the found ticket's accuracy
+  (its retraining a round too).
 
 Layout of ``<out>/<name>-<hash>/``: ``config.json``, ``early.json`` (the study's pruning
 settings), ``epoch_NNN/`` (orbax: params, stats, mask bits of epoch NNN; epoch 0 = θ0),
@@ -39,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax import data as D
-from ltjax import early, identity, lottery, midround, models, store
+from ltjax import early, identity, loop, lottery, midround, models, store
 from ltjax import masks as M
 from ltjax.config import Config, ConfigError
 from ltjax.devices import replicate, shard_tickets, ticket_mesh
@@ -293,31 +295,32 @@ def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int]
     _, data_keys = lottery.seed_keys(cfg)
     mesh, data = _placed(ds, len(V) * cfg.seeds)
     key = lambda s: {"s": s, "rewind_epochs": V}  # noqa: E731
-    done = {s: r for s in S if (r := store.load_part(study.path, "grid", key(s))) is not None}
-    todo = [s for s in S if s not in done]
-    if todo:
-        # every pending row's mask in one call; the rewind weights, shared by all rows, loaded once
-        masks = ticket_masks(study, model, _stack([study.params(s) for s in todo]))
-        starts = _stack([study.params(v) for v in V])
-        train = _train_program(study, model, ds, {}, ticket_chunk, mesh)
-    rows = []
-    for s in S:
-        if s in done:
-            rows.append(done[s])
-            continue
-        t0 = time.perf_counter()
-        i = todo.index(s)
-        mask = jax.tree.map(lambda a: a[i * cfg.seeds:(i + 1) * cfg.seeds], masks)
-        _, curves = train(starts, _tile(mask, len(V)), _tile(data_keys, len(V)), data, 0, cfg.iterations)
+    done = lambda s: store.load_part(study.path, "grid", key(s))  # noqa: E731
+    todo, first = [s for s in S if done(s) is None], {}
+
+    def mask(s: int) -> PyTree:  # the study's mask of the epoch-s weights
+        if not first:  # every pending row's mask in one call; the rewind weights, shared by all rows, loaded once
+            first.update(masks=ticket_masks(study, model, _stack([study.params(q) for q in todo])),
+                         starts=_stack([study.params(v) for v in V]),
+                         train=_train_program(study, model, ds, {}, ticket_chunk, mesh))
+        first["t0"], i = time.perf_counter(), todo.index(s)
+        return jax.tree.map(lambda a: a[i * cfg.seeds:(i + 1) * cfg.seeds], first["masks"])
+
+    def fit(s: int, starts: PyTree, mask: PyTree, begin: int):  # every rewind epoch v × seed in one program
+        return first["train"](starts, _tile(mask, len(V)), _tile(data_keys, len(V)), data, begin, cfg.iterations)
+
+    def commit(s: int, mask: PyTree, params: PyTree, curves) -> dict:
         fin = np.asarray(curves.test_acc[:, -1]).reshape(len(V), cfg.seeds)
         val = np.asarray(curves.val_acc).max(axis=1).reshape(len(V), cfg.seeds) if len(ds.x_val) else None
         row = store.save_part(study.path, "grid", key(s), {
             "s": s, "rewind_epochs": V, "final_test_acc": fin.tolist(),
             "best_val_acc": None if val is None else val.tolist(),
-            "density": float(np.mean(jax.vmap(M.global_density)(mask))), "seconds": time.perf_counter() - t0})
-        rows.append(row)
+            "density": float(np.mean(jax.vmap(M.global_density)(mask))), "seconds": time.perf_counter() - first["t0"]})
         log(f"grid s={s:3d}: final test acc over v={V}: "
             + " ".join(f"{100 * x:.2f}" for x in fin.mean(axis=1)) + f"  ({row['seconds']:.0f}s)")
+        return row
+
+    rows = loop.run(loop.Rounds("grid row", mask, lambda s, m: (first["starts"], 0), fit, commit, done), S)
     return {"prune_epochs": S, "rewind_epochs": V,
             "final_test_acc": [np.mean(r["final_test_acc"], axis=1).tolist() for r in rows],
             "per_seed": [r["final_test_acc"] for r in rows],
@@ -341,32 +344,37 @@ def ppr(study: Study, epochs: Sequence[int], lrs: Sequence[float] = (0.1, 0.01),
     Returns ``{"epochs", "lrs", "val_acc"/"test_acc": [lr][e] mean over seeds, "per_seed"}``."""
     _check_epochs(study, epochs)
     ds, model = data_and_model(study, manual_dir)
-    cfg, E = study.config, list(epochs)
+    cfg, E, spe = study.config, list(epochs), study.steps_per_epoch
     _, data_keys = lottery.seed_keys(cfg)
     keys = jnp.concatenate([jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(data_keys) for e in E])
     mesh, data = _placed(ds, len(E) * cfg.seeds)
     starts = _stack([study.params(e) for e in E])
     masks = ticket_masks(study, model, starts)
-    out = {"epochs": E, "lrs": list(lrs), "val_acc": [], "test_acc": [], "per_seed_test_acc": []}
-    for lr in lrs:
-        row = store.load_part(study.path, "ppr", {"lr": lr, "epochs": E})
-        if row is None:
-            t0 = time.perf_counter()
-            spe = study.steps_per_epoch
-            train = _train_program(study, model, ds, {"lr": lr, "lr_drops": (), "warmup_iterations": 0,
-                                                      "eval_every": spe}, ticket_chunk, mesh)
-            _, curves = train(starts, masks, keys, data, 0, spe)
-            test = np.asarray(curves.test_acc[:, -1]).reshape(len(E), cfg.seeds)
-            val = np.asarray(curves.val_acc[:, -1]).reshape(len(E), cfg.seeds)
-            row = store.save_part(study.path, "ppr", {"lr": lr, "epochs": E}, {
-                "lr": lr, "epochs": E, "test_acc": test.tolist(), "val_acc": val.tolist(),
-                "seconds": time.perf_counter() - t0})
-            log(f"ppr lr={lr:g}: test acc over epochs {E}: " + " ".join(f"{100 * x:.2f}" for x in test.mean(1))
-                + f"  ({row['seconds']:.0f}s)")
-        out["test_acc"].append(np.mean(row["test_acc"], axis=1).tolist())
-        out["val_acc"].append(np.nanmean(row["val_acc"], axis=1).tolist() if len(ds.x_val) else None)
-        out["per_seed_test_acc"].append(row["test_acc"])
-    return out
+    key = lambda lr: {"lr": lr, "epochs": E}  # noqa: E731
+    t0 = {}
+
+    def fit(lr: float, starts: PyTree, masks: PyTree, begin: int):  # one epoch at a constant lr, every (e, seed)
+        t0[lr] = time.perf_counter()
+        train = _train_program(study, model, ds, {"lr": lr, "lr_drops": (), "warmup_iterations": 0,
+                                                  "eval_every": spe}, ticket_chunk, mesh)
+        return train(starts, masks, keys, data, begin, spe)
+
+    def commit(lr: float, masks: PyTree, params: PyTree, curves) -> dict:
+        test = np.asarray(curves.test_acc[:, -1]).reshape(len(E), cfg.seeds)
+        val = np.asarray(curves.val_acc[:, -1]).reshape(len(E), cfg.seeds)
+        row = store.save_part(study.path, "ppr", key(lr), {
+            "lr": lr, "epochs": E, "test_acc": test.tolist(), "val_acc": val.tolist(),
+            "seconds": time.perf_counter() - t0[lr]})
+        log(f"ppr lr={lr:g}: test acc over epochs {E}: " + " ".join(f"{100 * x:.2f}" for x in test.mean(1))
+            + f"  ({row['seconds']:.0f}s)")
+        return row
+
+    rows = loop.run(loop.Rounds("ppr lr", lambda lr: masks, lambda lr, m: (starts, 0), fit, commit,
+                                lambda lr: store.load_part(study.path, "ppr", key(lr))), lrs)
+    return {"epochs": E, "lrs": list(lrs),
+            "val_acc": [np.nanmean(r["val_acc"], axis=1).tolist() if len(ds.x_val) else None for r in rows],
+            "test_acc": [np.mean(r["test_acc"], axis=1).tolist() for r in rows],
+            "per_seed_test_acc": [r["test_acc"] for r in rows]}
 
 
 def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4, s_i: float = 0.0,
@@ -387,39 +395,47 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
     theta0 = study.params(0)
     dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
     one_dense = jax.tree.map(lambda a: a[0], dense)
-    out = {"windows": [list(w) for w in windows], "final_test_acc": [], "per_seed": [], "bits": []}
-    retrain = None
     for a, b in windows:
         if not 0 <= a < b or (b - a) * spe < steps:
             raise ConfigError(f"window ({a}, {b}) is not valid: epochs 0 ≤ a < b with at least steps={steps} "
                               f"iterations between them")
-        key = {"window": [a, b], "steps": steps, "s_i": s_i}  # everything that decides the result
-        row = store.load_part(study.path, "gradual", key)
-        if row is None:
-            t0 = time.perf_counter()
-            dt = (b - a) * spe // steps  # Δt; the last update falls on a·spe + steps·Δt ≤ b·spe
-            update = early.gradual_mask_update(one_dense, s_i, study.rate, a * spe, steps, dt, study.exclude)
-            spec = cfg.train_spec()._replace(eval_every=spe)
-            prune_run = make_trainer(model, spec, ds.mean, ds.std, mask_update=update, ticket_chunk=ticket_chunk,
-                                     mesh=mesh)
-            # updates fall on t = a·spe + j·Δt (j = 0..steps); when the last is t = b·spe (the first
-            # iteration after epoch b) it is applied to the epoch-b weights here (else a no-op)
-            o = prune_run.stateful(theta0, dense, data_keys, data, 0, b * spe)
-            last = jnp.int32(a * spe + steps * dt)
-            mask = jax.jit(jax.vmap(lambda p, m: update(last, p, m)))(o.params, o.mask)
-            start = jax.jit(jax.vmap(M.apply_mask))(o.params, mask)
-            retrain = retrain or _train_program(study, model, ds, {}, ticket_chunk, mesh)
-            _, curves = retrain(start, mask, data_keys, data, 0, cfg.iterations)
-            fin = np.asarray(curves.test_acc[:, -1])
-            bits = jax.vmap(lambda m: early.pooled_bits(m, study.exclude))(mask)
-            row = store.save_part(study.path, "gradual", key, {
-                **key, "final_test_acc": fin.tolist(), "density": np.asarray(jax.vmap(M.global_density)(mask)),
-                "bits": np.packbits(np.asarray(bits), axis=-1), "seconds": time.perf_counter() - t0})
-            log(f"gradual {a}-{b}: final test acc {100 * fin.mean():.2f}  ({row['seconds']:.0f}s)")
-        out["final_test_acc"].append(float(np.mean(row["final_test_acc"])))
-        out["per_seed"].append(row["final_test_acc"])
-        out["bits"].append(row["bits"])
-    return out
+    key = lambda w: {"window": list(w), "steps": steps, "s_i": s_i}  # noqa: E731  (all that decides the result)
+    now: dict[str, Any] = {}
+
+    def mask(w: tuple[int, int]) -> PyTree:  # the pruning run: θ0 trained to epoch b under the cubic schedule
+        (a, b), now["t0"] = w, time.perf_counter()
+        dt = (b - a) * spe // steps  # Δt; the last update falls on a·spe + steps·Δt ≤ b·spe
+        update = early.gradual_mask_update(one_dense, s_i, study.rate, a * spe, steps, dt, study.exclude)
+        spec = cfg.train_spec()._replace(eval_every=spe)
+        prune_run = make_trainer(model, spec, ds.mean, ds.std, mask_update=update, ticket_chunk=ticket_chunk,
+                                 mesh=mesh)
+        # updates fall on t = a·spe + j·Δt (j = 0..steps); when the last is t = b·spe (the first
+        # iteration after epoch b) it is applied to the epoch-b weights here (else a no-op)
+        o = prune_run.stateful(theta0, dense, data_keys, data, 0, b * spe)
+        last = jnp.int32(a * spe + steps * dt)
+        now["trained"] = o.params
+        return jax.jit(jax.vmap(lambda p, m: update(last, p, m)))(o.params, o.mask)
+
+    def fit(w, source: PyTree, mask: PyTree, begin: int):  # the epoch-b weights under the final mask, retrained
+        if "retrain" not in now:
+            now["retrain"] = _train_program(study, model, ds, {}, ticket_chunk, mesh)
+        return now["retrain"](jax.jit(jax.vmap(M.apply_mask))(source, mask), mask, data_keys, data, begin,
+                              cfg.iterations)
+
+    def commit(w, mask: PyTree, params: PyTree, curves) -> dict:
+        fin = np.asarray(curves.test_acc[:, -1])
+        bits = jax.vmap(lambda m: early.pooled_bits(m, study.exclude))(mask)
+        row = store.save_part(study.path, "gradual", key(w), {
+            **key(w), "final_test_acc": fin.tolist(), "density": np.asarray(jax.vmap(M.global_density)(mask)),
+            "bits": np.packbits(np.asarray(bits), axis=-1), "seconds": time.perf_counter() - now["t0"]})
+        log(f"gradual {w[0]}-{w[1]}: final test acc {100 * fin.mean():.2f}  ({row['seconds']:.0f}s)")
+        return row
+
+    rows = loop.run(loop.Rounds("gradual window", mask, lambda w, m: (now["trained"], 0), fit, commit,
+                                lambda w: store.load_part(study.path, "gradual", key(w))),
+                    [tuple(w) for w in windows])
+    return {"windows": [list(w) for w in windows], "final_test_acc": [float(np.mean(r["final_test_acc"])) for r in rows],
+            "per_seed": [r["final_test_acc"] for r in rows], "bits": [r["bits"] for r in rows]}
 
 
 def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], iterations: int, *, manual_dir=None,
@@ -440,17 +456,15 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], i
     all_masks = _stack([masks[k] for k in labels])
     starts = _tile(theta0, len(labels))
     keys = _tile(data_keys, len(labels))
-    acc = np.zeros((len(labels), len(sizes), cfg.seeds))
-    for j, n in enumerate(sizes):
+    for n in sizes:
         if not cfg.batch_size <= n <= len(ds.x_train):
             raise ConfigError(f"memorization size {n} is not valid: between the batch size {cfg.batch_size} and "
                               f"the {len(ds.x_train)} training examples")
-        key = {"n": n, "iterations": iterations, "labels": labels}
-        done = store.load_part(study.path, "memorization", key)
-        if done is not None:
-            acc[:, j] = np.asarray(done["train_acc"])
-            continue
-        t0 = time.perf_counter()
+    key = lambda n: {"n": n, "iterations": iterations, "labels": labels}  # noqa: E731
+    t0 = {}
+
+    def fit(n: int, starts: PyTree, masks: PyTree, begin: int):  # every (mask, seed) on the first n, relabelled
+        t0[n] = time.perf_counter()
         y = early.random_labels(ds.y_train[:n], ds.num_classes, cfg.seed)
         x = ds.x_train[:n]
         empty = (x[:0], y[:0])
@@ -458,13 +472,20 @@ def memorization(study: Study, masks: dict[str, PyTree], sizes: Sequence[int], i
         spec = cfg.train_spec()._replace(lr_drops=(), warmup_iterations=0, eval_every=iterations)
         mesh, data = _placed(sub, len(labels) * cfg.seeds)
         train = make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk, mesh=mesh)
-        _, curves = train(starts, all_masks, keys, data, 0, iterations)
-        acc[:, j] = np.asarray(curves.test_acc[:, -1]).reshape(len(labels), cfg.seeds)
-        store.save_part(study.path, "memorization", key, {**key, "train_acc": acc[:, j],
-                                                          "seconds": time.perf_counter() - t0})
+        return train(starts, masks, keys, data, begin, iterations)
+
+    def commit(n: int, masks: PyTree, params: PyTree, curves) -> dict:
+        acc = np.asarray(curves.test_acc[:, -1]).reshape(len(labels), cfg.seeds)
         log(f"memorization N={n}: train acc on random labels "
-            + " ".join(f"{k} {100 * a:.2f}" for k, a in zip(labels, acc[:, j].mean(1)))
-            + f"  ({time.perf_counter() - t0:.0f}s)")
+            + " ".join(f"{k} {100 * a:.2f}" for k, a in zip(labels, acc.mean(1)))
+            + f"  ({time.perf_counter() - t0[n]:.0f}s)")
+        return store.save_part(study.path, "memorization", key(n), {**key(n), "train_acc": acc.astype(np.float64),
+                                                                    "seconds": time.perf_counter() - t0[n]})
+
+    rows = loop.run(loop.Rounds("memorization size", lambda n: all_masks, lambda n, m: (starts, 0), fit, commit,
+                                lambda n: store.load_part(study.path, "memorization", key(n))), sizes)
+    acc = (np.stack([np.asarray(r["train_acc"], np.float64) for r in rows], axis=1) if rows  # (labels, sizes, seeds)
+           else np.zeros((len(labels), 0, cfg.seeds)))
     return {"labels": labels, "sizes": list(sizes), "iterations": iterations,
             "train_acc": acc.mean(axis=2).tolist(), "per_seed": acc.tolist()}
 
@@ -497,17 +518,36 @@ def early_bird(study: Study, *, window: int = 5, threshold: float = 0.1, channel
     out = {"window": window, "threshold": threshold, "channel": channel, "epoch": found, "distances": dists,
            "final_test_acc": [None] * cfg.seeds}
     if retrain and any(e is not None for e in found):
-        ds, model = data_and_model(study, manual_dir)
-        seeds = [i for i, e in enumerate(found) if e is not None]
-        pick = lambda tree, i: jax.tree.map(lambda a: a[i:i + 1], tree)  # noqa: E731
-        starts = _stack([pick(study.params(found[i]), i) for i in seeds])
-        mask = ticket_masks(study, model, starts)
-        _, data_keys = lottery.seed_keys(cfg)
-        mesh, data = _placed(ds, len(seeds))
-        train = _train_program(study, model, ds, {}, ticket_chunk, mesh)
-        _, curves = train(starts, mask, data_keys[np.asarray(seeds)], data, 0, cfg.iterations)
-        for i, a in zip(seeds, np.asarray(curves.test_acc[:, -1])):
-            out["final_test_acc"][i] = float(a)
+        out["final_test_acc"] = _early_bird_retrain(study, found, {k: out[k] for k in ("window", "threshold", "channel")},
+                                                    manual_dir, ticket_chunk)
         log(f"early-bird: epochs {found}, retrained final test acc "
             + " ".join("n/a" if a is None else f"{100 * a:.2f}" for a in out["final_test_acc"]))
     return out
+
+
+def _early_bird_retrain(study: Study, found: list, rule: dict, manual_dir, ticket_chunk) -> list:
+    """Each seed's early-bird ticket (its mask at the found epoch on that epoch's weights) retrained
+    with the full schedule, the seeds in one program, as a round of the loop kept as a part;
+    returns the final test accuracy per seed (None where none was found)."""
+    cfg, seeds = study.config, [i for i, e in enumerate(found) if e is not None]
+    ds, model = data_and_model(study, manual_dir)
+    pick = lambda tree, i: jax.tree.map(lambda a: a[i:i + 1], tree)  # noqa: E731
+    starts = _stack([pick(study.params(found[i]), i) for i in seeds])
+    _, data_keys = lottery.seed_keys(cfg)
+    mesh, data = _placed(ds, len(seeds))
+    key = {**rule, "epoch": found}
+
+    def fit(_, starts: PyTree, mask: PyTree, begin: int):
+        train = _train_program(study, model, ds, {}, ticket_chunk, mesh)
+        return train(starts, mask, data_keys[np.asarray(seeds)], data, begin, cfg.iterations)
+
+    def commit(_, mask: PyTree, params: PyTree, curves) -> dict:
+        acc = [None] * cfg.seeds
+        for i, a in zip(seeds, np.asarray(curves.test_acc[:, -1])):
+            acc[i] = float(a)
+        return store.save_part(study.path, "early_bird", key, {**key, "final_test_acc": acc})
+
+    [row] = loop.run(loop.Rounds("early-bird ticket", lambda _: ticket_masks(study, model, starts),
+                                 lambda _, m: (starts, 0), fit, commit,
+                                 lambda _: store.load_part(study.path, "early_bird", key)), [0])
+    return row["final_test_acc"]

@@ -47,11 +47,13 @@ it: the trained random networks of a width and learning rate (:func:`dense_part`
 the learning-rate sweep), each pruning protocol and heuristic (:func:`prune_part`: Figure 2).
 A killed study run again computes only the parts it lacks, and one run again with nothing
 missing recomputes nothing. The trained ``hidden``-unit networks that every protocol prunes are
-kept beside the parts (``dense_010/``, orbax, committed atomically). The protocols share the store
-with :func:`ltjax.lottery.run` but not its round loop: that loop trains with the general
-minibatch trainer and in-graph evaluation (equal to :func:`make_train_fn` only to float rounding,
-and about 20x slower on these 2-10-unit networks) and prunes fractions of weights, while a unit
-protocol removes whole units down to exact widths.
+kept beside the parts (``dense_010/``, orbax, committed atomically). Each protocol runs on the
+round loop of every ltjax study (:func:`ltjax.loop.run`), one round per width reached, with its
+own parts: the unit mask (:func:`prune_step`), the reset to θ0 and the full-batch trainer
+(:func:`make_train_fn`). The IMP study's parts (:func:`ltjax.lottery.run`) would train these
+networks with the general minibatch trainer and in-graph evaluation, equal to
+:func:`make_train_fn` only to float rounding and about 20x slower on 2-10-unit networks, and
+prune fractions of weights, where a unit protocol removes whole units down to exact widths.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ from jax import lax
 
 from ltjax import data as D
 from ltjax import masks as M
-from ltjax import models, pruning, store
+from ltjax import loop, models, pruning, store
 
 PyTree = Any
 TrainFn = Callable[[PyTree, PyTree], PyTree]
@@ -394,6 +396,22 @@ class Ticket(NamedTuple):
     params: PyTree
 
 
+def _protocol(train: TrainFn, theta0: PyTree, widths: list[int], prune: Callable[[int, dict], PyTree]) -> list:
+    """A unit-pruning protocol on the round loop (:func:`ltjax.loop.run`), one round per width
+    reached: the mask ``prune(width, last)`` (``last``: the previous round's mask and trained
+    weights, or the trained dense network's), reset to θ0 (the survivors keep their θ0 values)
+    and trained; each round's :class:`Ticket` is kept in memory, the protocol's result is one part."""
+    last: dict[str, PyTree] = {}
+
+    def commit(width, mask, params, _):
+        last.update(mask=mask, params=params)
+        return Ticket(mask, params)
+
+    rounds = loop.Rounds("width", lambda w: prune(w, last), lambda w, mask: (theta0, 0),
+                         lambda w, source, mask, begin: (train(source, mask), None), commit)
+    return loop.run(rounds, widths)
+
+
 def one_shot(
     train: TrainFn, theta0: PyTree, mask0: PyTree, trained_dense: PyTree, heuristic: str,
     targets: tuple[int, ...],
@@ -401,11 +419,8 @@ def one_shot(
     """One-shot pruning: prune the trained dense network straight to each target width,
     reset the survivors to θ0 and retrain. Returns ``{target: Ticket}``."""
     h = int(num_alive(mask0)[0])
-    out = {}
-    for target in targets:
-        mask = prune_step(trained_dense, mask0, heuristic, h - target)
-        out[target] = Ticket(mask, train(theta0, mask))
-    return out
+    tickets = _protocol(train, theta0, list(targets), lambda w, _: prune_step(trained_dense, mask0, heuristic, h - w))
+    return dict(zip(targets, tickets))
 
 
 def iterative(
@@ -422,13 +437,12 @@ def iterative(
     missing = sorted(set(targets) - set(widths))
     if missing:
         raise ValueError(f"targets {missing} are not reached from {h} units by removing {per_round} per round")
-    out, mask, trained = {}, mask0, trained_dense
-    for width in widths:
-        mask = prune_step(trained, mask, heuristic, per_round)
-        trained = train(theta0, mask)
-        if width in targets:
-            out[width] = Ticket(mask, trained)
-    return out
+
+    def prune(width: int, last: dict) -> PyTree:
+        return prune_step(last.get("params", trained_dense), last.get("mask", mask0), heuristic, per_round)
+
+    tickets = _protocol(train, theta0, widths, prune)
+    return {w: t for w, t in zip(widths, tickets) if w in targets}
 
 
 def prune_study(

@@ -257,3 +257,22 @@ def test_gradual_pruning_inside_the_loop_reaches_the_rate_and_only_shrinks(study
     assert store.part_path(study.path, "gradual", {"window": [1, 3], "steps": 4, "s_i": 0.5}).exists()
     assert g5["bits"] != g["bits"] or g5["per_seed"] != g["per_seed"]
     assert early_study.gradual(study, windows=[(1, 3)], steps=4, log=_quiet) == g  # s_i = 0 still cached
+
+
+def test_a_grid_preempted_after_a_row_continues_with_the_rest_and_ends_equal(study, tmp_path):
+    # the grid's rows are rounds of ltjax.loop: SIGTERM stops it once the row in training is kept
+    import shutil
+
+    from ltjax.midround import Preempted
+
+    copy = study._replace(path=tmp_path / study.path.name)
+    shutil.copytree(study.path, copy.path, ignore=shutil.ignore_patterns("parts"))
+    args = dict(prune_epochs=[3, 5], rewind_epochs=[1])
+    term = lambda line: os.kill(os.getpid(), 15) if "s=  3" in line else None  # noqa: E731  (SIGTERM in row 1's log)
+    with pytest.raises(Preempted, match="after grid row 3 was saved"):
+        early_study.grid(copy, **args, log=term)
+    assert len(list((copy.path / "parts").glob("grid-*.json"))) == 1
+    lines = []
+    resumed = early_study.grid(copy, **args, log=lines.append)
+    assert len(lines) == 1 and "s=  5" in lines[0]  # only the missing row trained
+    assert resumed["per_seed"] == early_study.grid(study, **args, log=_quiet)["per_seed"]
