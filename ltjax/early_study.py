@@ -6,8 +6,9 @@ state passed on (so it computes what one uninterrupted call computes). After eve
 records, per seed: the weights (an orbax snapshot: any epoch can be pruned from or rewound
 to), per-layer weight std (Figure 2a), the per-layer rates global magnitude pruning would
 choose (Figure 2b), the pooled mask bits (Figure 3 and early-bird) and, for batch-norm models,
-the channel mask from the batch-norm scales. The epochs are the segments of
-:func:`ltjax.midround.train`, the IMP round loop's mid-round checkpoints: after each, the state
+the channel mask from the batch-norm scales. The baseline is one round of the loop every ltjax
+study runs (:func:`ltjax.loop.run`), the dense network's, and its epochs are the segments of
+:func:`ltjax.midround.train`, the IMP rounds' mid-round checkpoints: after each, the state
 to continue from (params, optimizer state) is saved as ``partial/``, so a killed or preempted
 (SIGTERM) baseline resumes at its last finished epoch and ends where an uninterrupted one ends.
 
@@ -159,39 +160,57 @@ def baseline(config: Config, out: str | Path = "runs", *, rate: float = 0.8, exc
         if not (d / "epoch_000").exists():
             nan = np.full(config.seeds, np.nan, np.float32)
             write_epoch(0, models.run_init(jax.vmap(model.init), init_keys), {"test_acc": nan, "val_acc": nan})
-        missing = [e for e in range(1, epochs + 1) if not (d / f"epoch_{e:03d}").exists()]
-        if missing:
-            log(f"{d}: {len(missing)} of {epochs} epochs to train, {config.seeds} seed(s) in one program")
-            if (d / "resume").exists():  # an ltjax before 2026-12 kept its own resume point there
-                log(f"{d / 'resume'} (an earlier ltjax's resume point) is not read: the epochs missing are trained "
-                    f"again from θ0 (the same weights); delete it when the baseline is done")
-            bar = Progress(progress)
-            trainer = make_trainer(model, config.train_spec()._replace(eval_every=spe), ds.mean, ds.std,
-                                   progress=bar if bar.enabled else None, ticket_chunk=ticket_chunk, mesh=mesh)
-            theta0 = shard_tickets(store.load_once(d / "epoch_000")["params"], mesh)
-            dense = jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(theta0)
-            t0 = time.perf_counter()
+        study = Study(d, config, rate, exclude, spe, epochs)
+        loop.run(_baseline_round(study, model, ds, (mesh, data, data_keys), write_epoch, watch, log, progress,
+                                 ticket_chunk), [0], watch=watch)
+        midround.discard(d)  # also a resume point left by a run killed after its last epoch's record
+    return study
 
-            def start_epoch(done: int) -> None:  # also where a resumed baseline starts
-                nonlocal t0
-                bar.close()
-                if done < epochs * spe:
-                    bar.start(f"epoch {done // spe + 1}/{epochs}", spe)
-                t0 = time.perf_counter()
 
-            def after_epoch(done: int, params, curves) -> None:
-                e = done // spe
-                acc = {"test_acc": np.asarray(curves.test_acc[:, -1]), "val_acc": np.asarray(curves.val_acc[:, -1])}
-                write_epoch(e, params, acc)
-                log(f"epoch {e:3d}  test-acc {np.nanmean(acc['test_acc']):.4f}  ({time.perf_counter() - t0:.1f}s)")
-                start_epoch(done)
+def _baseline_round(study: Study, model, ds: D.Dataset, placed: tuple, write_epoch: Callable, watch, log, progress,
+                    ticket_chunk) -> loop.Rounds:
+    """The baseline as a round of the loop (:func:`ltjax.loop.run`): the dense mask on θ0 (``epoch_000``),
+    trained from iteration 0 in segments of one epoch (:func:`ltjax.midround.train`, ``partial/``
+    resuming a killed one), each epoch's record written after it (``write_epoch``); done when every
+    epoch's record is there. ``placed``: the mesh, the data on it and the seeds' data-order keys."""
+    d, config, spe, epochs = study.path, study.config, study.steps_per_epoch, study.epochs
+    mesh, data, data_keys = placed
+    missing = lambda: [e for e in range(1, epochs + 1) if not (d / f"epoch_{e:03d}").exists()]  # noqa: E731
+    now: dict[str, Any] = {}
 
-            start_epoch(0)
-            midround.train(trainer, theta0, dense, data_keys, data, 0, epochs * spe, every=spe, d=d, round_=0,
-                           watch=watch, place=lambda t: shard_tickets(t, mesh), bar_at=start_epoch, log=log,
-                           after_segment=after_epoch)
-        midround.discard(d)
-    return Study(d, config, rate, exclude, spe, epochs)
+    def mask(_) -> PyTree:
+        log(f"{d}: {len(missing())} of {epochs} epochs to train, {config.seeds} seed(s) in one program")
+        if (d / "resume").exists():  # an ltjax before 2026-12 kept its own resume point there
+            log(f"{d / 'resume'} (an earlier ltjax's resume point) is not read: the epochs missing are trained "
+                f"again from θ0 (the same weights); delete it when the baseline is done")
+        now["theta0"] = shard_tickets(store.load_once(d / "epoch_000")["params"], mesh)
+        return jax.jit(jax.vmap(lambda p: M.make_mask(p, model.is_prunable)))(now["theta0"])
+
+    def fit(_, theta0: PyTree, dense: PyTree, begin: int):
+        bar = Progress(progress)
+        trainer = make_trainer(model, config.train_spec()._replace(eval_every=spe), ds.mean, ds.std,
+                               progress=bar if bar.enabled else None, ticket_chunk=ticket_chunk, mesh=mesh)
+
+        def start_epoch(done: int) -> None:  # also where a resumed baseline starts
+            bar.close()
+            if done < epochs * spe:
+                bar.start(f"epoch {done // spe + 1}/{epochs}", spe)
+            now["t0"] = time.perf_counter()
+
+        def after_epoch(done: int, params, curves) -> None:
+            e = done // spe
+            acc = {"test_acc": np.asarray(curves.test_acc[:, -1]), "val_acc": np.asarray(curves.val_acc[:, -1])}
+            write_epoch(e, params, acc)
+            log(f"epoch {e:3d}  test-acc {np.nanmean(acc['test_acc']):.4f}  ({time.perf_counter() - now['t0']:.1f}s)")
+            start_epoch(done)
+
+        start_epoch(0)
+        return midround.train(trainer, theta0, dense, data_keys, data, begin, epochs * spe, every=spe, d=d, round_=0,
+                              watch=watch, place=lambda t: shard_tickets(t, mesh), bar_at=start_epoch, log=log,
+                              after_segment=after_epoch)
+
+    return loop.Rounds("baseline", mask, lambda _, m: (now["theta0"], 0), fit, lambda *_: True,
+                       lambda _: None if missing() else True)
 
 
 def _check_settings(config: Config, model, probe: PyTree, rate: float, exclude, channel: bool) -> tuple[str, ...]:
