@@ -1,4 +1,5 @@
-"""The round loop of IMP / LTR: train → score → prune → rewind, for T tickets at once.
+"""The IMP / LTR study: train → score → prune → rewind, for T tickets at once, each round a round of
+the loop every ltjax study runs (:func:`ltjax.loop.run`, the parts in :func:`_imp_rounds`).
 
 Round 0 trains the dense network from θ0 (and snapshots θk when rewinding). Round r ≥ 1
 prunes the previous round's trained weights (``iterative``) or round 0's trained weights to
