@@ -22,17 +22,26 @@ study runs (:func:`ltjax.loop.run`: a round's mask, its start, its training, its
 * :func:`early_bird`: You et al.'s rule on the recorded masks, and the found ticket's accuracy
   (its retraining a round too).
 
+A killed or SIGTERMed experiment continues with the rounds it lacks. With the configuration's
+``checkpoint_every``, the long rounds (a grid row, a gradual window's retraining, the early-bird
+retraining: the full schedule each) also train in segments of that many iterations, their state
+saved after each as IMP rounds save theirs (:mod:`ltjax.midround`), so a round killed midway
+resumes at its last segment and ends where an uninterrupted one with the same setting ends.
+
 Layout of ``<out>/<name>-<hash>/``: ``config.json``, ``early.json`` (the study's pruning
 settings), ``epoch_NNN/`` (orbax: params, stats, mask bits of epoch NNN; epoch 0 = θ0),
 ``partial/`` (while training: :mod:`ltjax.midround`'s resume point of the last finished epoch,
 removed when the baseline is done), and ``parts/``: one JSON per finished experiment part (a grid
-row, a PPR lr, a gradual window, a memorization size), named by the part's kind and a hash of
-every setting that decides it (:func:`ltjax.store.part_path`), each written atomically.
+row, a PPR lr, a gradual window, a memorization size, the early-bird tickets), named by the part's
+kind and a hash of every setting that decides it (:func:`ltjax.store.part_path`), each written
+atomically, and, with ``checkpoint_every``, ``<kind>-<hash>.partial/`` beside a part whose round is
+training (its mid-round state, removed when the part is written).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -253,6 +262,36 @@ def _train_program(study: Study, model, ds, spec_changes: dict, ticket_chunk, me
     return make_trainer(model, spec, ds.mean, ds.std, ticket_chunk=ticket_chunk, mesh=mesh)
 
 
+def _partial_dir(study: Study, kind: str, key: dict) -> Path:
+    """Where the round of part ``(kind, key)`` keeps its mid-round state while it trains:
+    ``parts/<kind>-<hash>.partial/``, beside the part it will be."""
+    p = store.part_path(study.path, kind, key)
+    return p.with_name(p.stem + ".partial")
+
+
+def _fit_part(study: Study, kind: str, key: dict, train, args: tuple, begin: int, n: int, mesh,
+              watch: midround.Watch, log: Callable[[str], None]) -> tuple:
+    """``train(*args, begin, n)`` (args: starts, masks, keys, data) for the round of part ``(kind,
+    key)``: one call, or with the configuration's ``checkpoint_every`` in segments of that many
+    iterations whose state is saved after each (:func:`ltjax.midround.train`, in
+    :func:`_partial_dir`), so a killed or SIGTERMed round resumes at its last segment and ends
+    where an uninterrupted one with the same setting ends. :func:`_keep_part` removes the state."""
+    every = study.config.checkpoint_every
+    if not every or every >= n:
+        return train(*args, begin, n)
+    d = _partial_dir(study, kind, key)
+    d.mkdir(parents=True, exist_ok=True)
+    return midround.train(train, *args, begin, n, every=every, d=d, round_=0, watch=watch,
+                          place=lambda t: shard_tickets(t, mesh), log=log, label=f"{kind} {key}")
+
+
+def _keep_part(study: Study, kind: str, key: dict, result: dict) -> dict:
+    """Commit part ``(kind, key)`` (:func:`ltjax.store.save_part`), then drop its mid-round state."""
+    row = store.save_part(study.path, kind, key, result)
+    shutil.rmtree(_partial_dir(study, kind, key), ignore_errors=True)
+    return row
+
+
 def _placed(ds: D.Dataset, num_tickets: int):
     """The mesh for a program of ``num_tickets`` tickets and the dataset replicated on it."""
     mesh = ticket_mesh(num_tickets)
@@ -326,12 +365,13 @@ def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int]
         return jax.tree.map(lambda a: a[i * cfg.seeds:(i + 1) * cfg.seeds], first["masks"])
 
     def fit(s: int, starts: PyTree, mask: PyTree, begin: int):  # every rewind epoch v × seed in one program
-        return first["train"](starts, _tile(mask, len(V)), _tile(data_keys, len(V)), data, begin, cfg.iterations)
+        args = (starts, _tile(mask, len(V)), _tile(data_keys, len(V)), data)
+        return _fit_part(study, "grid", key(s), first["train"], args, begin, cfg.iterations, mesh, watch, log)
 
     def commit(s: int, mask: PyTree, params: PyTree, curves) -> dict:
         fin = np.asarray(curves.test_acc[:, -1]).reshape(len(V), cfg.seeds)
         val = np.asarray(curves.val_acc).max(axis=1).reshape(len(V), cfg.seeds) if len(ds.x_val) else None
-        row = store.save_part(study.path, "grid", key(s), {
+        row = _keep_part(study, "grid", key(s), {
             "s": s, "rewind_epochs": V, "final_test_acc": fin.tolist(),
             "best_val_acc": None if val is None else val.tolist(),
             "density": float(np.mean(jax.vmap(M.global_density)(mask))), "seconds": time.perf_counter() - first["t0"]})
@@ -339,7 +379,9 @@ def grid(study: Study, prune_epochs: Sequence[int], rewind_epochs: Sequence[int]
             + " ".join(f"{100 * x:.2f}" for x in fin.mean(axis=1)) + f"  ({row['seconds']:.0f}s)")
         return row
 
-    rows = loop.run(loop.Rounds("grid row", mask, lambda s, m: (first["starts"], 0), fit, commit, done), S)
+    with midround.Watch() as watch:
+        rows = loop.run(loop.Rounds("grid row", mask, lambda s, m: (first["starts"], 0), fit, commit, done), S,
+                        watch=watch)
     return {"prune_epochs": S, "rewind_epochs": V,
             "final_test_acc": [np.mean(r["final_test_acc"], axis=1).tolist() for r in rows],
             "per_seed": [r["final_test_acc"] for r in rows],
@@ -438,21 +480,22 @@ def gradual(study: Study, windows: Sequence[tuple[int, int]], *, steps: int = 4,
     def fit(w, source: PyTree, mask: PyTree, begin: int):  # the epoch-b weights under the final mask, retrained
         if "retrain" not in now:
             now["retrain"] = _train_program(study, model, ds, {}, ticket_chunk, mesh)
-        return now["retrain"](jax.jit(jax.vmap(M.apply_mask))(source, mask), mask, data_keys, data, begin,
-                              cfg.iterations)
+        args = (jax.jit(jax.vmap(M.apply_mask))(source, mask), mask, data_keys, data)
+        return _fit_part(study, "gradual", key(w), now["retrain"], args, begin, cfg.iterations, mesh, watch, log)
 
     def commit(w, mask: PyTree, params: PyTree, curves) -> dict:
         fin = np.asarray(curves.test_acc[:, -1])
         bits = jax.vmap(lambda m: early.pooled_bits(m, study.exclude))(mask)
-        row = store.save_part(study.path, "gradual", key(w), {
+        row = _keep_part(study, "gradual", key(w), {
             **key(w), "final_test_acc": fin.tolist(), "density": np.asarray(jax.vmap(M.global_density)(mask)),
             "bits": np.packbits(np.asarray(bits), axis=-1), "seconds": time.perf_counter() - now["t0"]})
         log(f"gradual {w[0]}-{w[1]}: final test acc {100 * fin.mean():.2f}  ({row['seconds']:.0f}s)")
         return row
 
-    rows = loop.run(loop.Rounds("gradual window", mask, lambda w, m: (now["trained"], 0), fit, commit,
-                                lambda w: store.load_part(study.path, "gradual", key(w))),
-                    [tuple(w) for w in windows])
+    with midround.Watch() as watch:
+        rows = loop.run(loop.Rounds("gradual window", mask, lambda w, m: (now["trained"], 0), fit, commit,
+                                    lambda w: store.load_part(study.path, "gradual", key(w))),
+                        [tuple(w) for w in windows], watch=watch)
     return {"windows": [list(w) for w in windows], "final_test_acc": [float(np.mean(r["final_test_acc"])) for r in rows],
             "per_seed": [r["final_test_acc"] for r in rows], "bits": [r["bits"] for r in rows]}
 
@@ -538,13 +581,13 @@ def early_bird(study: Study, *, window: int = 5, threshold: float = 0.1, channel
            "final_test_acc": [None] * cfg.seeds}
     if retrain and any(e is not None for e in found):
         out["final_test_acc"] = _early_bird_retrain(study, found, {k: out[k] for k in ("window", "threshold", "channel")},
-                                                    manual_dir, ticket_chunk)
+                                                    manual_dir, ticket_chunk, log)
         log(f"early-bird: epochs {found}, retrained final test acc "
             + " ".join("n/a" if a is None else f"{100 * a:.2f}" for a in out["final_test_acc"]))
     return out
 
 
-def _early_bird_retrain(study: Study, found: list, rule: dict, manual_dir, ticket_chunk) -> list:
+def _early_bird_retrain(study: Study, found: list, rule: dict, manual_dir, ticket_chunk, log) -> list:
     """Each seed's early-bird ticket (its mask at the found epoch on that epoch's weights) retrained
     with the full schedule, the seeds in one program, as a round of the loop kept as a part;
     returns the final test accuracy per seed (None where none was found)."""
@@ -558,15 +601,17 @@ def _early_bird_retrain(study: Study, found: list, rule: dict, manual_dir, ticke
 
     def fit(_, starts: PyTree, mask: PyTree, begin: int):
         train = _train_program(study, model, ds, {}, ticket_chunk, mesh)
-        return train(starts, mask, data_keys[np.asarray(seeds)], data, begin, cfg.iterations)
+        args = (starts, mask, data_keys[np.asarray(seeds)], data)
+        return _fit_part(study, "early_bird", key, train, args, begin, cfg.iterations, mesh, watch, log)
 
     def commit(_, mask: PyTree, params: PyTree, curves) -> dict:
         acc = [None] * cfg.seeds
         for i, a in zip(seeds, np.asarray(curves.test_acc[:, -1])):
             acc[i] = float(a)
-        return store.save_part(study.path, "early_bird", key, {**key, "final_test_acc": acc})
+        return _keep_part(study, "early_bird", key, {**key, "final_test_acc": acc})
 
-    [row] = loop.run(loop.Rounds("early-bird ticket", lambda _: ticket_masks(study, model, starts),
-                                 lambda _, m: (starts, 0), fit, commit,
-                                 lambda _: store.load_part(study.path, "early_bird", key)), [0])
+    with midround.Watch() as watch:
+        [row] = loop.run(loop.Rounds("early-bird ticket", lambda _: ticket_masks(study, model, starts),
+                                     lambda _, m: (starts, 0), fit, commit,
+                                     lambda _: store.load_part(study.path, "early_bird", key)), [0], watch=watch)
     return row["final_test_acc"]

@@ -100,7 +100,7 @@ class _Writer:
 
 
 def _resume_point(path: Path, tag: dict, template: Callable[[], Any],
-                  log) -> tuple[int, PyTree, PyTree, list[Curves]]:
+                  log, what: str) -> tuple[int, PyTree, PyTree, list[Curves]]:
     """``(iterations done, params, opt_state, curves)`` saved for this round (``tag``), or a start
     from scratch when nothing, another round's state or a damaged one (moved aside) is there.
     ``template()`` gives the trees' structure (traced only when a saved state is read)."""
@@ -110,7 +110,7 @@ def _resume_point(path: Path, tag: dict, template: Callable[[], Any],
     try:
         saved = store.load_once(path)
     except store.CorruptRunError as e:
-        log(f"{e}; moved it to {store.move_aside(path).name} and training round {tag['round']} from its start")
+        log(f"{e}; moved it to {store.move_aside(path).name} and training {what} from its start")
         return 0, None, None, []
     if {k: int(saved[k]) for k in tag} != tag:  # another round's (killed after its commit): stale
         return 0, None, None, []
@@ -125,11 +125,12 @@ def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data
           every: int, d: Path, round_: int, watch: Watch | None = None, hyper=None, hold_lr: int | None = None,
           bar_at: Callable[[int], None] = lambda done: None, log: Callable[[str], None] = lambda s: None,
           place: Callable[[PyTree], PyTree] = lambda t: t,
-          after_segment: Callable[[int, PyTree, Curves], None] | None = None) -> tuple[PyTree, Curves]:
+          after_segment: Callable[[int, PyTree, Curves], None] | None = None, label: str = "") -> tuple[PyTree, Curves]:
     """Train ``n`` iterations from iteration ``begin`` in segments of ``every`` (the last may be
     shorter), saving the state after each, and resuming from ``d/partial`` when it holds this
     round's; returns ``(params, curves)`` as one call of ``trainer`` would. ``bar_at(done)``
-    moves a progress display to a resumed round's iteration; ``place`` puts restored arrays on the mesh.
+    moves a progress display to a resumed round's iteration; ``place`` puts restored arrays on the mesh;
+    ``label`` names what trains in messages (default "round <round_>").
 
     ``after_segment(done, params, curves)``, if given, is called after each segment (``done``:
     iterations trained so far, ``curves``: the segment's own) for a record of its own (the
@@ -141,9 +142,10 @@ def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data
         p, mask, keys, data, begin + at, steps, opt_state=opt, origin=None if opt is None else begin, hyper=hyper,
         hold_lr=hold_lr)
     template = lambda: jax.eval_shape(lambda: run(params, min(every, n), 0, None))  # noqa: E731
-    done, p, opt, curves = _resume_point(path, tag, template, log)
+    what = label or f"round {round_}"
+    done, p, opt, curves = _resume_point(path, tag, template, log, what)
     if done:
-        log(f"round {round_}: resuming at iteration {begin + done} from its mid-round checkpoint")
+        log(f"{what}: resuming at iteration {begin + done} from its mid-round checkpoint")
         params, opt = place(p), place(opt)
         bar_at(done)
     writer = _Writer()
@@ -163,11 +165,11 @@ def train(trainer: Callable, params: PyTree, mask: PyTree, keys: jax.Array, data
                                "curves": so_far._asdict()}, fault=f"round{round_}.at{begin + done}")
             if watch is not None and watch.requested:
                 writer.join()
-                raise Preempted(f"stopped on SIGTERM at iteration {begin + done} of round {round_}, with the "
+                raise Preempted(f"stopped on SIGTERM at iteration {begin + done} of {what}, with the "
                                 f"state saved in {path}; run the same command again to resume there")
     writer.join()
     if writer.stall_s:
-        log(f"round {round_}: mid-round checkpoints stalled training {writer.stall_s:.2f} s in all")
+        log(f"{what}: mid-round checkpoints stalled training {writer.stall_s:.2f} s in all")
     return params, jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *curves)
 
 

@@ -276,3 +276,27 @@ def test_a_grid_preempted_after_a_row_continues_with_the_rest_and_ends_equal(stu
     resumed = early_study.grid(copy, **args, log=lines.append)
     assert len(lines) == 1 and "s=  5" in lines[0]  # only the missing row trained
     assert resumed["per_seed"] == early_study.grid(study, **args, log=_quiet)["per_seed"]
+
+
+def test_a_grid_row_killed_mid_training_resumes_at_its_last_segment_and_ends_equal(tmp_path):
+    # with checkpoint_every, an experiment's round trains in segments through ltjax.midround, as IMP rounds do
+    import shutil
+
+    cfg = CFG.replace(checkpoint_every=32)  # a row of 80 iterations: segments of 32, 32, 16
+    study = early_study.baseline(cfg, tmp_path / "a", progress=False, log=_quiet)
+    ref = study._replace(path=tmp_path / "b" / study.path.name)
+    shutil.copytree(study.path, ref.path)
+    args = dict(prune_epochs=[2], rewind_epochs=[0, 1])
+    want = early_study.grid(ref, **args, log=_quiet)  # uninterrupted, the same segments
+    code = ("import sys; from ltjax import early_study; from tests.test_early import CFG; "
+            "s = early_study.open_study(CFG.replace(checkpoint_every=32), sys.argv[1]); "
+            "early_study.grid(s, prune_epochs=[2], rewind_epochs=[0, 1], log=lambda _: None)")
+    env = {**os.environ, "LTJAX_FAULT": "round0.at64"}  # killed once iteration 64's state is saved
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a")], env=env, cwd=os.getcwd(), capture_output=True)
+    assert p.returncode == -9, p.stderr.decode()[-2000:]
+    partial = early_study._partial_dir(study, "grid", {"s": 2, "rewind_epochs": [0, 1]})
+    assert int(store.load_once(partial / "partial")["done"]) == 64
+    lines = []
+    got = early_study.grid(study, **args, log=lines.append)
+    assert any("resuming at iteration 64" in line for line in lines), lines
+    assert got["per_seed"] == want["per_seed"] and not partial.exists()
