@@ -84,7 +84,6 @@ def test_data_imports_only_data():
 
 
 def test_no_module_uses_another_modules_private_names():
-    aliases_of = {}
     found = []
     for name, tree in MODULES.items():
         aliases = {}
@@ -97,7 +96,6 @@ def test_no_module_uses_another_modules_private_names():
                         aliases[a.asname or a.name] = f"{n.module}.{a.name}"
             elif isinstance(n, ast.Import):
                 aliases.update({a.asname or a.name: a.name for a in n.names if a.name.startswith("ltjax")})
-        aliases_of[name] = aliases
         for n in ast.walk(tree):
             if (isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases
                     and n.attr.startswith("_") and not n.attr.startswith("__")):
